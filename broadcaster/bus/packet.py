@@ -1,0 +1,162 @@
+"""What travels from the capture process to the server: encoded frames and a few controls.
+
+The wire format is explicit (struct-packed headers + raw bitstream) rather than pickle, so
+that a network bus can carry the same bytes later and a non-Python peer could speak it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+# One clock for every rung: pts in 90 kHz units since capture start, so a viewer can be
+# moved between rungs at a keyframe without a timestamp jump.
+CLOCK_RATE = 90_000
+TIME_BASE = Fraction(1, CLOCK_RATE)
+
+_FRAMESET = 1
+_STATS = 2
+_ERROR = 3
+_KEYFRAME_REQUEST = 16
+_STOP = 17
+
+_FS_HEAD = struct.Struct("!BqdH")  # type, pts, capture wall time, frame count
+_FRAME_HEAD = struct.Struct("!BBI")  # rung index, flags, length
+_KF_REQ = struct.Struct("!BB")  # type, rung index
+_FLAG_KEY = 1
+
+
+class BusError(ValueError):
+    """A message that does not decode."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """One rung's encoded picture for one capture instant (one av.Packet's worth)."""
+
+    rung: int
+    keyframe: bool
+    pts: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FrameSet:
+    """Every rung encoded for one capture instant; a rung that skips the instant is absent."""
+
+    pts: int
+    capture_time: float  # wall clock (time.time()) when the picture was taken
+    frames: tuple[EncodedFrame, ...]
+
+    def get(self, rung: int) -> EncodedFrame | None:
+        for frame in self.frames:
+            if frame.rung == rung:
+                return frame
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStats:
+    """Periodic figures from the capture side (per rung, over the last interval)."""
+
+    fps: tuple[float, ...]
+    kbps: tuple[float, ...]
+    encode_ms: tuple[float, ...]  # mean encode time per frame
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureError:
+    """The capture side cannot go on; message is one line for a human."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyframeRequest:
+    rung: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+CaptureMessage = FrameSet | CaptureStats | CaptureError
+ServerMessage = KeyframeRequest | Stop
+
+
+def encode_frameset(fs: FrameSet) -> bytes:
+    parts = [_FS_HEAD.pack(_FRAMESET, fs.pts, fs.capture_time, len(fs.frames))]
+    for f in fs.frames:
+        parts.append(_FRAME_HEAD.pack(f.rung, _FLAG_KEY if f.keyframe else 0, len(f.data)))
+        parts.append(f.data)
+    return b"".join(parts)
+
+
+def _encode_json(kind: int, body: dict[str, Any]) -> bytes:
+    return bytes([kind]) + json.dumps(body).encode()
+
+
+def encode_capture_message(msg: CaptureMessage) -> bytes:
+    if isinstance(msg, FrameSet):
+        return encode_frameset(msg)
+    if isinstance(msg, CaptureStats):
+        return _encode_json(
+            _STATS, {"fps": msg.fps, "kbps": msg.kbps, "encode_ms": msg.encode_ms}
+        )
+    return _encode_json(_ERROR, {"message": msg.message})
+
+
+def decode_capture_message(buf: bytes) -> CaptureMessage:
+    try:
+        kind = buf[0]
+        if kind == _FRAMESET:
+            return _decode_frameset(buf)
+        body = json.loads(buf[1:])
+        if kind == _STATS:
+            return CaptureStats(
+                fps=tuple(body["fps"]),
+                kbps=tuple(body["kbps"]),
+                encode_ms=tuple(body["encode_ms"]),
+            )
+        if kind == _ERROR:
+            return CaptureError(str(body["message"]))
+    except (IndexError, KeyError, TypeError, ValueError, struct.error) as exc:
+        raise BusError(f"bad capture message: {exc}") from None
+    raise BusError(f"unknown capture message type {kind}")
+
+
+def _decode_frameset(buf: bytes) -> FrameSet:
+    _, pts, capture_time, count = _FS_HEAD.unpack_from(buf, 0)
+    offset = _FS_HEAD.size
+    frames = []
+    for _ in range(count):
+        rung, flags, length = _FRAME_HEAD.unpack_from(buf, offset)
+        offset += _FRAME_HEAD.size
+        data = buf[offset : offset + length]
+        if len(data) != length:
+            raise BusError("truncated frame set")
+        offset += length
+        frames.append(EncodedFrame(rung, bool(flags & _FLAG_KEY), pts, data))
+    return FrameSet(pts, capture_time, tuple(frames))
+
+
+def encode_server_message(msg: ServerMessage) -> bytes:
+    if isinstance(msg, KeyframeRequest):
+        return _KF_REQ.pack(_KEYFRAME_REQUEST, msg.rung)
+    return bytes([_STOP])
+
+
+def decode_server_message(buf: bytes) -> ServerMessage:
+    if buf[:1] == bytes([_STOP]):
+        return Stop()
+    try:
+        kind, rung = _KF_REQ.unpack(buf)
+    except struct.error as exc:
+        raise BusError(f"bad server message: {exc}") from None
+    if kind != _KEYFRAME_REQUEST:
+        raise BusError(f"unknown server message type {kind}")
+    return KeyframeRequest(rung)

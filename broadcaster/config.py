@@ -1,0 +1,303 @@
+"""config.toml -> frozen dataclasses, validated.
+
+Every problem is reported as a ConfigError whose message names the offending key
+(``ladder[1].width: must be even, got 641``), so a bad file stops startup with one line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+CODECS = ("vp8", "h264")
+DEFAULT_CONFIG_NAME = "config.toml"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; str() is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class IceServer:
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
+class IceConfig:
+    # STUN/TURN servers handed to aiortc and announced to viewers in WHEP Link headers.
+    servers: tuple[IceServer, ...] = ()
+    # Addresses to gather host candidates on. Empty: every interface, plus 127.0.0.1
+    # when the server listens on loopback (aioice leaves loopback out on its own).
+    addresses: tuple[str, ...] = ()
+    # UDP port range for media sockets; 0/0 lets the kernel choose.
+    port_min: int = 0
+    port_max: int = 0
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    codec: str = "vp8"
+    # Seconds between periodic keyframes on every rung (new viewers and switches also ask).
+    keyframe_interval: float = 2.0
+    # Keyframe requests per rung are throttled to one per this many milliseconds.
+    keyframe_min_interval_ms: int = 500
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    width: int
+    height: int
+    fps: int
+    bitrate: int  # kbit/s
+
+    @property
+    def bitrate_bps(self) -> int:
+        return self.bitrate * 1000
+
+
+DEFAULT_LADDER = (
+    Rung("720p", 1280, 720, 30, 2500),
+    Rung("360p", 640, 360, 30, 800),
+    Rung("180p", 320, 180, 30, 250),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ice: IceConfig = field(default_factory=IceConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    ladder: tuple[Rung, ...] = DEFAULT_LADDER
+
+    def rung(self, name: str) -> Rung:
+        for rung in self.ladder:
+            if rung.name == name:
+                return rung
+        raise KeyError(name)
+
+    def with_server(self, host: str | None = None, port: int | None = None) -> Config:
+        """A copy with CLI overrides applied (validated like the file)."""
+        server = ServerConfig(
+            host=self.server.host if host is None else host,
+            port=self.server.port if port is None else port,
+        )
+        _check_server(server)
+        return Config(server=server, ice=self.ice, video=self.video, ladder=self.ladder)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a config file; None means built-in defaults."""
+    if path is None:
+        return parse_config({})
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    return parse_config(data)
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    _check_keys("", data, ("server", "ice", "video", "ladder"))
+    server = _section(ServerConfig, "server", data.get("server", {}))
+    _check_server(server)
+    ice = _parse_ice(data.get("ice", {}))
+    video = _section(VideoConfig, "video", data.get("video", {}))
+    _check_video(video)
+    ladder = _parse_ladder(data["ladder"]) if "ladder" in data else DEFAULT_LADDER
+    return Config(server=server, ice=ice, video=video, ladder=ladder)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+}
+
+
+def _check_keys(prefix: str, table: Any, allowed: tuple[str, ...]) -> None:
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table, got {type(table).__name__}")
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(
+                f"{prefix}{key}: unknown key (expected one of {', '.join(allowed)})"
+            )
+
+
+def _value(key: str, value: Any, kind: str) -> Any:
+    # bool is an int in Python; a config `port = true` is still a type error.
+    if isinstance(value, bool) or not isinstance(value, _TYPES[kind]):
+        raise ConfigError(f"{key}: must be {kind}, got {type(value).__name__} {value!r}")
+    return float(value) if kind == "float" else value  # type: ignore[arg-type]
+
+
+def _section(cls: Any, name: str, table: Any) -> Any:
+    names = tuple(f.name for f in fields(cls))
+    _check_keys(f"{name}.", table, names)
+    kinds = {f.name: str(f.type) for f in fields(cls)}
+    values = {k: _value(f"{name}.{k}", v, kinds[k]) for k, v in table.items()}
+    return cls(**values)
+
+
+def _check_server(s: ServerConfig) -> None:
+    if not s.host:
+        raise ConfigError("server.host: must not be empty")
+    if not 0 <= s.port < 65536:
+        raise ConfigError(f"server.port: must be 0-65535 (0 = any free port), got {s.port}")
+
+
+def _check_video(v: VideoConfig) -> None:
+    if v.codec not in CODECS:
+        raise ConfigError(f"video.codec: must be one of {', '.join(CODECS)}, got {v.codec!r}")
+    if not 0.1 <= v.keyframe_interval <= 60:
+        raise ConfigError(
+            f"video.keyframe_interval: must be 0.1-60 seconds, got {v.keyframe_interval}"
+        )
+    if not 0 <= v.keyframe_min_interval_ms <= 10_000:
+        raise ConfigError(
+            "video.keyframe_min_interval_ms: must be 0-10000, "
+            f"got {v.keyframe_min_interval_ms}"
+        )
+
+
+def _str_list(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: must be a string or a list of strings")
+    return tuple(value)
+
+
+def _parse_ice(table: Any) -> IceConfig:
+    _check_keys("ice.", table, ("servers", "addresses", "port_min", "port_max"))
+    servers = []
+    raw_servers = table.get("servers", [])
+    if not isinstance(raw_servers, list):
+        raise ConfigError("ice.servers: must be an array of tables ([[ice.servers]])")
+    for i, raw in enumerate(raw_servers):
+        key = f"ice.servers[{i}]"
+        _check_keys(f"{key}.", raw, ("urls", "username", "credential"))
+        if "urls" not in raw:
+            raise ConfigError(f"{key}.urls: required")
+        urls = _str_list(f"{key}.urls", raw["urls"])
+        for url in urls:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise ConfigError(f"{key}.urls: {url!r} must start with stun:, turn: or turns:")
+        username = raw.get("username")
+        credential = raw.get("credential")
+        for k, v in (("username", username), ("credential", credential)):
+            if v is not None:
+                _value(f"{key}.{k}", v, "str")
+        if any(u.startswith("turn") for u in urls) and (username is None or credential is None):
+            raise ConfigError(f"{key}: a TURN server needs username and credential")
+        servers.append(IceServer(urls=urls, username=username, credential=credential))
+    addresses = _str_list("ice.addresses", table.get("addresses", []))
+    for addr in addresses:
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ConfigError(f"ice.addresses: {addr!r} is not an IP address") from None
+    port_min = _value("ice.port_min", table.get("port_min", 0), "int")
+    port_max = _value("ice.port_max", table.get("port_max", 0), "int")
+    if (port_min, port_max) != (0, 0):
+        if not 1024 <= port_min <= port_max <= 65535:
+            raise ConfigError(
+                f"ice.port_min/ice.port_max: need 1024 <= port_min <= port_max <= 65535, "
+                f"got {port_min}-{port_max}"
+            )
+    return IceConfig(
+        servers=tuple(servers), addresses=addresses, port_min=port_min, port_max=port_max
+    )
+
+
+_RUNG_FIELDS = ("name", "width", "height", "fps", "bitrate")
+
+
+def _parse_rung(i: int, raw: Any) -> Rung:
+    key = f"ladder[{i}]"
+    _check_keys(f"{key}.", raw, _RUNG_FIELDS)
+    for name in _RUNG_FIELDS:
+        if name not in raw:
+            raise ConfigError(f"{key}.{name}: required")
+    name = _value(f"{key}.name", raw["name"], "str")
+    if not name or not name.replace("-", "").replace("_", "").isalnum() or name == "auto":
+        raise ConfigError(
+            f"{key}.name: must be letters, digits, '-' or '_' and not 'auto', got {name!r}"
+        )
+    ints = {k: _value(f"{key}.{k}", raw[k], "int") for k in ("width", "height", "fps", "bitrate")}
+    for k in ("width", "height"):
+        if not 16 <= ints[k] <= 4096:
+            raise ConfigError(f"{key}.{k}: must be 16-4096, got {ints[k]}")
+        if ints[k] % 2:
+            raise ConfigError(f"{key}.{k}: must be even (4:2:0 video), got {ints[k]}")
+    if not 1 <= ints["fps"] <= 120:
+        raise ConfigError(f"{key}.fps: must be 1-120, got {ints['fps']}")
+    if ints["bitrate"] <= 0:
+        raise ConfigError(
+            f"{key}.bitrate: must be a positive number of kbit/s, got {ints['bitrate']}"
+        )
+    if ints["bitrate"] > 100_000:
+        raise ConfigError(f"{key}.bitrate: at most 100000 kbit/s, got {ints['bitrate']}")
+    return Rung(name=name, **ints)
+
+
+def _parse_ladder(raw: Any) -> tuple[Rung, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("ladder: must be an array of tables ([[ladder]])")
+    if not raw:
+        raise ConfigError("ladder: must have at least one rung")
+    if len(raw) > 8:
+        raise ConfigError(f"ladder: at most 8 rungs, got {len(raw)}")
+    rungs = tuple(_parse_rung(i, r) for i, r in enumerate(raw))
+    seen: dict[str, int] = {}
+    for i, rung in enumerate(rungs):
+        if rung.name in seen:
+            raise ConfigError(
+                f"ladder[{i}].name: duplicate rung name {rung.name!r} "
+                f"(also ladder[{seen[rung.name]}])"
+            )
+        seen[rung.name] = i
+    for i in range(1, len(rungs)):
+        hi, lo = rungs[i - 1], rungs[i]
+        if (lo.width, lo.height) == (hi.width, hi.height) and lo.bitrate == hi.bitrate:
+            raise ConfigError(f"ladder[{i}]: duplicate of ladder[{i - 1}] (same size and bitrate)")
+        if lo.width > hi.width or lo.height > hi.height or lo.bitrate >= hi.bitrate:
+            raise ConfigError(
+                f"ladder[{i}]: rungs must be sorted from best to worst "
+                f"(width, height and bitrate not above ladder[{i - 1}], bitrate strictly lower)"
+            )
+        if lo.fps > hi.fps:
+            raise ConfigError(f"ladder[{i}].fps: must not exceed ladder[0].fps ({hi.fps})")
+    top_fps = rungs[0].fps
+    for i, rung in enumerate(rungs):
+        if top_fps % rung.fps:
+            raise ConfigError(
+                f"ladder[{i}].fps: must divide the top rung's fps ({top_fps}), got {rung.fps}"
+            )
+    return rungs

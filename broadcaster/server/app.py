@@ -1,0 +1,83 @@
+"""The aiohttp application: viewer page, WHEP, health, metrics, ladder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from ..config import Config
+from . import metrics, rtc_internals, whep
+from .broadcast import Broadcast
+from .ice import host_addresses
+from .session import ViewerRegistry
+from .state import BROADCAST, CONFIG, VIEWERS
+
+logger = logging.getLogger(__name__)
+
+
+def find_viewer_dir() -> Path:
+    """viewer/ beside the package (source checkout / editable install) or in the cwd."""
+    for candidate in (Path(__file__).resolve().parents[2] / "viewer", Path.cwd() / "viewer"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    raise FileNotFoundError("viewer/index.html not found (run from the project checkout)")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    broadcast = request.app[BROADCAST]
+    body = {
+        "status": "ok" if broadcast.healthy else ("error" if broadcast.error else "starting"),
+        "viewers": len(request.app[VIEWERS]),
+        "frames": broadcast.framesets,
+    }
+    if broadcast.error:
+        body["error"] = broadcast.error
+    return web.json_response(body, status=200 if broadcast.healthy else 503)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    text = metrics.render(request.app[BROADCAST], len(request.app[VIEWERS]))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Prometheus-Format": "0.0.4"})
+
+
+async def get_ladder(request: web.Request) -> web.Response:
+    ladder = request.app[CONFIG].ladder
+    return web.json_response({
+        "codec": request.app[CONFIG].video.codec,
+        "rungs": [
+            {"name": r.name, "width": r.width, "height": r.height, "fps": r.fps,
+             "bitrate": r.bitrate}
+            for r in ladder
+        ],
+    })
+
+
+def create_app(
+    config: Config, broadcast: Broadcast, viewer_dir: Path | None = None
+) -> web.Application:
+    rtc_internals.check_compatible()
+    rtc_internals.use_host_addresses(host_addresses(config))
+    app = web.Application(client_max_size=1024 * 1024)
+    app[CONFIG] = config
+    app[BROADCAST] = broadcast
+    app[VIEWERS] = ViewerRegistry()
+
+    async def close_viewers(app: web.Application) -> None:
+        await app[VIEWERS].close_all()
+
+    app.on_shutdown.append(close_viewers)
+    whep.add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/api/ladder", get_ladder)
+    static = viewer_dir or find_viewer_dir()
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(static / "index.html")
+
+    app.router.add_get("/", index)
+    app.router.add_static("/viewer/", static)
+    return app

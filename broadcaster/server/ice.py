@@ -1,0 +1,49 @@
+"""ICE settings from config: aiortc's RTCConfiguration and WHEP's Link headers."""
+
+from __future__ import annotations
+
+from aiortc import RTCConfiguration, RTCIceServer
+
+from ..config import Config, IceServer
+
+
+def rtc_configuration(config: Config) -> RTCConfiguration:
+    # An explicit (possibly empty) list: aiortc falls back to a public STUN server otherwise.
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in config.ice.servers
+        ]
+    )
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def link_header(server: IceServer, url: str) -> str:
+    """One WHEP ``Link: <url>; rel="ice-server"`` value (draft-ietf-wish-whep)."""
+    parts = [f"<{url}>", 'rel="ice-server"']
+    if server.username is not None and server.credential is not None:
+        parts += [
+            f"username={_quote(server.username)}",
+            f"credential={_quote(server.credential)}",
+            'credential-type="password"',
+        ]
+    return "; ".join(parts)
+
+
+def ice_link_headers(config: Config) -> list[str]:
+    return [link_header(s, url) for s in config.ice.servers for url in s.urls]
+
+
+def host_addresses(config: Config) -> list[str] | None:
+    """Addresses to gather host candidates on; None leaves aioice's default."""
+    if config.ice.addresses:
+        return list(config.ice.addresses)
+    host = config.server.host
+    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        # Only local viewers can reach a loopback server's HTTP; loopback is enough
+        # and aioice would otherwise leave it out.
+        return ["127.0.0.1"]
+    return None

@@ -1,0 +1,106 @@
+"""A viewer session: one peer connection, one switcher track, closed exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+from aiortc import RTCPeerConnection
+
+from .broadcast import Broadcast
+from .switcher import SwitcherTrack
+
+logger = logging.getLogger(__name__)
+
+# An offer whose ICE/DTLS never completes is released after this many seconds.
+CONNECT_TIMEOUT = 15.0
+
+Mode = Literal["auto", "pinned"]
+
+
+def new_session_id() -> str:
+    # 128 bits from the OS CSPRNG: the id is the only key to DELETE/PATCH a session.
+    return secrets.token_urlsafe(16)
+
+
+class ViewerSession:
+    def __init__(
+        self, pc: RTCPeerConnection, switcher: SwitcherTrack, broadcast: Broadcast
+    ) -> None:
+        self.id = new_session_id()
+        self.pc = pc
+        self.switcher = switcher
+        self.broadcast = broadcast
+        self.mode: Mode = "auto"
+        self.created = time.time()
+        self._closed = False
+        self._watchdog: asyncio.Task[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def start_watchdog(self, registry: ViewerRegistry) -> None:
+        async def watch() -> None:
+            await asyncio.sleep(CONNECT_TIMEOUT)
+            if self.pc.connectionState != "connected":
+                logger.info("viewer %s never connected; closing", self.id[:8])
+                await registry.close(self.id)
+
+        self._watchdog = asyncio.ensure_future(watch())
+
+    def pin(self, rung: int) -> None:
+        self.mode = "pinned"
+        self.switcher.select(rung, "pinned")
+
+    def unpin(self) -> None:
+        # Until the ABR policy exists, "auto" means the top rung.
+        self.mode = "auto"
+        self.switcher.select(0, "auto")
+
+    async def close(self) -> None:
+        """Idempotent; cascades to the switcher, the peer connection and our tasks."""
+        if self._closed:
+            return
+        self._closed = True
+        self.broadcast.unsubscribe(self.switcher)
+        self.switcher.stop()
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        try:
+            await self.pc.close()
+        except Exception:  # aiortc can raise from close() on a half-built connection
+            logger.debug("pc.close() raised", exc_info=True)
+
+
+class ViewerRegistry:
+    """All live sessions by id."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, ViewerSession] = {}
+
+    def add(self, session: ViewerSession) -> None:
+        self._sessions[session.id] = session
+
+    def get(self, session_id: str) -> ViewerSession | None:
+        return self._sessions.get(session_id)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[ViewerSession]:
+        return iter(list(self._sessions.values()))
+
+    async def close(self, session_id: str) -> bool:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        await session.close()
+        return True
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.close(sid) for sid in list(self._sessions)))

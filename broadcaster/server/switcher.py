@@ -1,0 +1,130 @@
+"""Per-viewer video track that hands out one rung's already-encoded frames.
+
+"Which rung should this viewer get" is decided elsewhere (pin via WHEP layer, later the
+ABR policy); this track only carries it out: it keeps the viewer on its current rung and
+moves it to the target rung at the target's next keyframe, handing out exactly one frame
+per capture instant. It never raises from recv(): an exception there would end the
+viewer's RTP sender for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import av
+from aiortc.mediastreams import MediaStreamTrack
+
+from ..bus.packet import EncodedFrame
+
+logger = logging.getLogger(__name__)
+
+# Frames queued for a viewer's sender before we call it stuck (2 s at 30 fps). On
+# overflow the backlog is dropped and the viewer restarts at a keyframe.
+MAX_QUEUE = 60
+MAX_SWITCH_HISTORY = 20
+
+# av.Packet is generic over its stream in the stubs; ours belong to no stream.
+if TYPE_CHECKING:
+    Packet = av.Packet[Any]
+else:
+    Packet = av.Packet
+ReadyFrame = tuple[EncodedFrame, Packet]
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    at: float  # wall clock
+    from_rung: int | None
+    to_rung: int
+    reason: str
+
+
+class SwitcherTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self, start_rung: int, request_keyframe: Callable[[int], None]) -> None:
+        super().__init__()
+        self.current: int | None = None
+        self.target = start_rung
+        self._reason = "start"
+        self._request_keyframe = request_keyframe
+        self._queue: asyncio.Queue[Packet] = asyncio.Queue()
+        self.switches: list[Switch] = []
+        self.frames_out = 0
+        self.bytes_out = 0
+        self.dropped = 0
+        request_keyframe(start_rung)
+
+    # -------------------------------------------------------------- control
+
+    def select(self, rung: int, reason: str) -> None:
+        """Aim for ``rung``; the move happens at its next keyframe."""
+        if rung == self.target:
+            return
+        self.target = rung
+        self._reason = reason
+        if rung != self.current:
+            self._request_keyframe(rung)
+
+    def on_keyframe_request(self) -> None:
+        """The viewer lost the picture (PLI/FIR): ask the rung it decodes for a keyframe."""
+        self._request_keyframe(self.current if self.current is not None else self.target)
+
+    # -------------------------------------------------------------- data
+
+    def offer(self, frames: dict[int, ReadyFrame]) -> EncodedFrame | None:
+        """One capture instant: queue at most one frame of it for this viewer.
+
+        Returns the frame queued, if any.
+        """
+        if self.readyState != "live":
+            return None
+        chosen = self._choose(frames)
+        if chosen is None:
+            return None
+        if self._queue.qsize() >= MAX_QUEUE:
+            self._overflow()
+            return None
+        frame, packet = chosen
+        self._queue.put_nowait(packet)
+        self.frames_out += 1
+        self.bytes_out += len(frame.data)
+        return frame
+
+    def _choose(self, frames: dict[int, ReadyFrame]) -> ReadyFrame | None:
+        target = frames.get(self.target)
+        if self.target != self.current and target is not None and target[0].keyframe:
+            self._switched()
+            return target
+        if self.current is None:
+            return None
+        return frames.get(self.current)
+
+    def _switched(self) -> None:
+        self.switches.append(Switch(time.time(), self.current, self.target, self._reason))
+        del self.switches[:-MAX_SWITCH_HISTORY]
+        logger.debug("viewer switched %s -> %s (%s)", self.current, self.target, self._reason)
+        self.current = self.target
+
+    def _overflow(self) -> None:
+        # The sender is not keeping up: a partial backlog would not decode, so drop it all
+        # and restart cleanly at the next keyframe of the target rung.
+        self.dropped += self._queue.qsize()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.current = None
+        self._reason = "overflow"
+        self._request_keyframe(self.target)
+
+    async def recv(self) -> Packet:
+        return await self._queue.get()
+
+    def stop(self) -> None:
+        super().stop()
+        while not self._queue.empty():
+            self._queue.get_nowait()
