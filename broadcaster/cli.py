@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="go live")
     serve.add_argument(
-        "--source", default="test",
+        "--source",
+        default="test",
         help="test | camera[:INDEX] | screen[:INDEX] | file:PATH (default: test pattern)",
     )
     serve.add_argument(
@@ -90,8 +91,9 @@ async def _serve(config: Config, source: str, quiet: bool) -> int:
     try:
         await service.start()
     except OSError as exc:
-        sys.stderr.write(f"error: cannot listen on {config.server.host}:{config.server.port}: "
-                         f"{exc.strerror}\n")
+        sys.stderr.write(
+            f"error: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}\n"
+        )
         await service.close()
         return 1
     print(f"broadcaster is live: open {service.url}  (WHEP: {service.url}whep)", flush=True)

@@ -43,6 +43,8 @@ class IceConfig:
     # UDP port range for media sockets; 0/0 lets the kernel choose.
     port_min: int = 0
     port_max: int = 0
+    # Public IP to put in host candidates instead of the bound one (NAT, containers).
+    announce: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,7 @@ def _check_keys(prefix: str, table: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{where}: must be a table, got {type(table).__name__}")
     for key in table:
         if key not in allowed:
-            raise ConfigError(
-                f"{prefix}{key}: unknown key (expected one of {', '.join(allowed)})"
-            )
+            raise ConfigError(f"{prefix}{key}: unknown key (expected one of {', '.join(allowed)})")
 
 
 def _value(key: str, value: Any, kind: str) -> Any:
@@ -181,8 +181,7 @@ def _check_video(v: VideoConfig) -> None:
         )
     if not 0 <= v.keyframe_min_interval_ms <= 10_000:
         raise ConfigError(
-            "video.keyframe_min_interval_ms: must be 0-10000, "
-            f"got {v.keyframe_min_interval_ms}"
+            f"video.keyframe_min_interval_ms: must be 0-10000, got {v.keyframe_min_interval_ms}"
         )
 
 
@@ -195,7 +194,7 @@ def _str_list(key: str, value: Any) -> tuple[str, ...]:
 
 
 def _parse_ice(table: Any) -> IceConfig:
-    _check_keys("ice.", table, ("servers", "addresses", "port_min", "port_max"))
+    _check_keys("ice.", table, ("servers", "addresses", "port_min", "port_max", "announce"))
     servers = []
     raw_servers = table.get("servers", [])
     if not isinstance(raw_servers, list):
@@ -231,8 +230,18 @@ def _parse_ice(table: Any) -> IceConfig:
                 f"ice.port_min/ice.port_max: need 1024 <= port_min <= port_max <= 65535, "
                 f"got {port_min}-{port_max}"
             )
+    announce = _value("ice.announce", table.get("announce", ""), "str")
+    if announce:
+        try:
+            ipaddress.ip_address(announce)
+        except ValueError:
+            raise ConfigError(f"ice.announce: {announce!r} is not an IP address") from None
     return IceConfig(
-        servers=tuple(servers), addresses=addresses, port_min=port_min, port_max=port_max
+        servers=tuple(servers),
+        addresses=addresses,
+        port_min=port_min,
+        port_max=port_max,
+        announce=announce,
     )
 
 

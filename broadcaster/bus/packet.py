@@ -104,9 +104,7 @@ def encode_capture_message(msg: CaptureMessage) -> bytes:
     if isinstance(msg, FrameSet):
         return encode_frameset(msg)
     if isinstance(msg, CaptureStats):
-        return _encode_json(
-            _STATS, {"fps": msg.fps, "kbps": msg.kbps, "encode_ms": msg.encode_ms}
-        )
+        return _encode_json(_STATS, {"fps": msg.fps, "kbps": msg.kbps, "encode_ms": msg.encode_ms})
     return _encode_json(_ERROR, {"message": msg.message})
 
 

@@ -39,20 +39,31 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def get_metrics(request: web.Request) -> web.Response:
     text = metrics.render(request.app[BROADCAST], len(request.app[VIEWERS]))
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Prometheus-Format": "0.0.4"})
+    return web.Response(
+        text=text,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Prometheus-Format": "0.0.4"},
+    )
 
 
 async def get_ladder(request: web.Request) -> web.Response:
     ladder = request.app[CONFIG].ladder
-    return web.json_response({
-        "codec": request.app[CONFIG].video.codec,
-        "rungs": [
-            {"name": r.name, "width": r.width, "height": r.height, "fps": r.fps,
-             "bitrate": r.bitrate}
-            for r in ladder
-        ],
-    })
+    return web.json_response(
+        {
+            "codec": request.app[CONFIG].video.codec,
+            "rungs": [
+                {
+                    "name": r.name,
+                    "width": r.width,
+                    "height": r.height,
+                    "fps": r.fps,
+                    "bitrate": r.bitrate,
+                }
+                for r in ladder
+            ],
+        }
+    )
 
 
 def create_app(
@@ -60,6 +71,7 @@ def create_app(
 ) -> web.Application:
     rtc_internals.check_compatible()
     rtc_internals.use_host_addresses(host_addresses(config))
+    rtc_internals.use_port_range(config.ice.port_min, config.ice.port_max)
     app = web.Application(client_max_size=1024 * 1024)
     app[CONFIG] = config
     app[BROADCAST] = broadcast

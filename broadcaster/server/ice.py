@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import Config, IceServer
@@ -35,6 +37,18 @@ def link_header(server: IceServer, url: str) -> str:
 
 def ice_link_headers(config: Config) -> list[str]:
     return [link_header(s, url) for s in config.ice.servers for url in s.urls]
+
+
+_HOST_CANDIDATE = re.compile(
+    r"^(a=candidate:\S+ \d+ udp \d+ )(\S+)( \d+ typ host)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def announce(sdp: str, address: str) -> str:
+    """Rewrite host candidates to ``address`` (the public side of a NAT or container)."""
+    if not address:
+        return sdp
+    return _HOST_CANDIDATE.sub(lambda m: m.group(1) + address + m.group(3), sdp)
 
 
 def host_addresses(config: Config) -> list[str] | None:

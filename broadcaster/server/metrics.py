@@ -26,47 +26,65 @@ def render(broadcast: Broadcast, viewers: int) -> str:
     fps = stats.fps if stats else [0.0] * len(names)
     kbps = stats.kbps if stats else [0.0] * len(names)
     lines = [
-        *_family("broadcaster_viewers", "gauge", "Connected viewer sessions.", [
-            f"broadcaster_viewers {viewers}"
-        ]),
         *_family(
-            "broadcaster_viewers_per_rung", "gauge", "Viewers currently receiving each rung.",
+            "broadcaster_viewers",
+            "gauge",
+            "Connected viewer sessions.",
+            [f"broadcaster_viewers {viewers}"],
+        ),
+        *_family(
+            "broadcaster_viewers_per_rung",
+            "gauge",
+            "Viewers currently receiving each rung.",
             per_rung("broadcaster_viewers_per_rung", broadcast.viewers_per_rung()),
         ),
         *_family(
-            "broadcaster_frames_out_total", "counter",
+            "broadcaster_frames_out_total",
+            "counter",
             "Encoded frames (packets of the bitstream) handed to viewers, per rung.",
             per_rung("broadcaster_frames_out_total", broadcast.frames_out),
         ),
         *_family(
-            "broadcaster_bytes_out_total", "counter",
+            "broadcaster_bytes_out_total",
+            "counter",
             "Encoded bytes handed to viewers, per rung (before RTP/SRTP overhead).",
             per_rung("broadcaster_bytes_out_total", broadcast.bytes_out),
         ),
         *_family(
-            "broadcaster_keyframe_requests_total", "counter",
+            "broadcaster_keyframe_requests_total",
+            "counter",
             "Keyframe requests sent to the encoder (new viewers, PLI/FIR, switches).",
             per_rung("broadcaster_keyframe_requests_total", broadcast.keyframe_requests),
         ),
         *_family(
-            "broadcaster_keyframes_total", "counter", "Keyframes produced by each rung.",
+            "broadcaster_keyframes_total",
+            "counter",
+            "Keyframes produced by each rung.",
             per_rung("broadcaster_keyframes_total", broadcast.keyframes_seen),
         ),
         *_family(
-            "broadcaster_encode_milliseconds", "gauge",
+            "broadcaster_encode_milliseconds",
+            "gauge",
             "Mean encode time per frame over the last second.",
             per_rung("broadcaster_encode_milliseconds", encode_ms),
         ),
         *_family(
-            "broadcaster_encode_fps", "gauge", "Frames encoded per second.",
+            "broadcaster_encode_fps",
+            "gauge",
+            "Frames encoded per second.",
             per_rung("broadcaster_encode_fps", fps),
         ),
         *_family(
-            "broadcaster_encode_kbps", "gauge", "Encoded bitrate over the last second.",
+            "broadcaster_encode_kbps",
+            "gauge",
+            "Encoded bitrate over the last second.",
             per_rung("broadcaster_encode_kbps", kbps),
         ),
-        *_family("broadcaster_capture_healthy", "gauge", "1 while frames are flowing.", [
-            f"broadcaster_capture_healthy {int(broadcast.healthy)}"
-        ]),
+        *_family(
+            "broadcaster_capture_healthy",
+            "gauge",
+            "1 while frames are flowing.",
+            [f"broadcaster_capture_healthy {int(broadcast.healthy)}"],
+        ),
     ]
     return "\n".join(lines) + "\n"

@@ -9,16 +9,20 @@ names fails loudly instead of silently losing keyframe requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioice.ice
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCRtpSender, RTCRtpTransceiver
 
 logger = logging.getLogger(__name__)
 
 _original_get_host_addresses = aioice.ice.get_host_addresses
+_original_component_candidates = aioice.ice.Connection.get_component_candidates
 
 
 def check_compatible() -> None:
@@ -28,8 +32,11 @@ def check_compatible() -> None:
         for name in ("_send_keyframe", "_handle_rtcp_packet")
         if not callable(getattr(RTCRtpSender, name, None))
     ]
-    if not callable(getattr(aioice.ice, "get_host_addresses", None)):
-        missing.append("aioice.ice.get_host_addresses")
+    for name in ("get_host_addresses", "server_reflexive_candidate", "StunProtocol"):
+        if not callable(getattr(aioice.ice, name, None)):
+            missing.append(f"aioice.ice.{name}")
+    if not callable(getattr(aioice.ice.Connection, "get_component_candidates", None)):
+        missing.append("aioice.ice.Connection.get_component_candidates")
     if missing:
         raise RuntimeError(f"aiortc internals changed; missing: {', '.join(missing)}")
 
@@ -84,3 +91,67 @@ def use_host_addresses(addresses: list[str] | None) -> None:
         return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+async def _bind_in_range(
+    connection: aioice.ice.Connection, address: str, ports: range
+) -> aioice.ice.StunProtocol | None:
+    loop = asyncio.get_running_loop()
+    # Start at a random port so concurrent viewers don't all race for the lowest one.
+    start = random.randrange(len(ports))
+    for i in range(len(ports)):
+        port = ports[(start + i) % len(ports)]
+        try:
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(connection), local_addr=(address, port)
+            )
+        except OSError:
+            continue
+        return protocol
+    logger.warning("no free UDP port in %d-%d on %s", ports[0], ports[-1], address)
+    return None
+
+
+def use_port_range(port_min: int, port_max: int) -> None:
+    """Bind ICE host candidates inside [port_min, port_max] (0, 0: any port).
+
+    A container or firewall publishes a fixed UDP range; aioice always binds port 0.
+    Host candidates are made here; server-reflexive and relayed ones still come from
+    aioice (STUN is asked from our bound sockets, TURN allocates its own).
+    """
+    if not port_min:
+        aioice.ice.Connection.get_component_candidates = _original_component_candidates  # type: ignore[method-assign]
+        return
+    ports = range(port_min, port_max + 1)
+
+    async def get_component_candidates(
+        self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+    ) -> list[Candidate]:
+        candidates: list[Candidate] = []
+        for address in addresses:
+            protocol = await _bind_in_range(self, address, ports)
+            if protocol is None:
+                continue
+            host, port = protocol.transport.get_extra_info("sockname")[:2]
+            protocol.local_candidate = Candidate(
+                foundation=candidate_foundation("host", "udp", host),
+                component=component,
+                transport="udp",
+                priority=candidate_priority(component, "host"),
+                host=host,
+                port=port,
+                type="host",
+            )
+            candidates.append(protocol.local_candidate)
+            self._protocols.append(protocol)
+        if self.stun_server:
+            hosts = [p for p in self._protocols if p.local_candidate in candidates]
+            found = await asyncio.gather(
+                *(aioice.ice.server_reflexive_candidate(p, self.stun_server) for p in hosts),
+                return_exceptions=True,
+            )
+            candidates += [r[0] for r in found if isinstance(r, tuple)]
+        # TURN relays (if configured) are aioice's business: no host addresses -> relay only.
+        return candidates + await _original_component_candidates(self, component, [], timeout)
+
+    aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]

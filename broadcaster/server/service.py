@@ -49,8 +49,9 @@ class Service:
         self.app = create_app(self.config, self.broadcast)
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port,
-                           reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.config.server.host, self.config.server.port, reuse_address=True
+        )
         await site.start()
         # Port 0 in config means "any free port": report the one the kernel chose.
         for address in self._runner.addresses:

@@ -14,7 +14,7 @@ from ..config import Config
 from . import rtc_internals
 from .broadcast import Broadcast
 from .errors import json_error
-from .ice import ice_link_headers, rtc_configuration
+from .ice import announce, ice_link_headers, rtc_configuration
 from .session import ViewerSession
 from .state import BROADCAST, CONFIG, VIEWERS
 from .switcher import SwitcherTrack
@@ -147,7 +147,7 @@ async def _negotiate(session: ViewerSession, offer_sdp: str, config: Config) -> 
     wanted = f"video/{config.video.codec}"
     if not any(m.lower() == wanted for m in rtc_internals.negotiated_mime_types(video)):
         raise _OfferError(f"offer does not accept {config.video.codec.upper()} video")
-    return str(pc.localDescription.sdp)
+    return announce(str(pc.localDescription.sdp), config.ice.announce)
 
 
 async def patch_whep(request: web.Request) -> web.Response:
@@ -205,9 +205,7 @@ async def post_layer(request: web.Request) -> web.Response:
     else:
         index = broadcast.rung_index(encoding) if isinstance(encoding, str) else None
         if index is None:
-            return json_error(
-                400, f"unknown encodingId {encoding!r}", valid=["auto", *names]
-            )
+            return json_error(400, f"unknown encodingId {encoding!r}", valid=["auto", *names])
         found.pin(index)
     return web.json_response({"encodingId": encoding, "mode": found.mode}, headers=CORS)
 

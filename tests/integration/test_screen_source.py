@@ -47,10 +47,12 @@ def _start_xvfb(number: int) -> subprocess.Popen[bytes] | None:
 
 @pytest.fixture
 def xvfb_display() -> Iterator[str]:
+    # .ci/run installs both: in CI a missing tool is a failure, not a skip.
+    give_up = pytest.fail if os.environ.get("CI") else pytest.skip
     if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb not installed (apt package: xvfb)")
+        give_up("Xvfb not installed (apt package: xvfb)")
     if shutil.which("xsetroot") is None:
-        pytest.skip("xsetroot not installed (apt package: x11-xserver-utils)")
+        give_up("xsetroot not installed (apt package: x11-xserver-utils)")
     for number in DISPLAY_NUMBERS:
         if Path(f"/tmp/.X{number}-lock").exists() or Path(f"/tmp/.X11-unix/X{number}").exists():
             continue
@@ -126,3 +128,36 @@ def test_screen_unreachable_display() -> None:
     with pytest.raises(SourceError) as info:
         ScreenSource(1, display=":1999")
     assert str(info.value).startswith("screen 1: cannot connect to display :1999 (")
+
+
+@pytest.mark.xvfb
+async def test_screen_streams_to_a_viewer(
+    xvfb_display: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --source screen`: a WHEP viewer decodes the virtual display's known colour."""
+    import aiohttp
+    from whep_client import WhepViewer
+
+    from broadcaster.config import load_config
+    from broadcaster.server.service import Service
+
+    monkeypatch.setenv("DISPLAY", xvfb_display)  # the capture process inherits it
+    _paint_root(xvfb_display, "#ff0000")
+    service = Service(load_config(None).with_server(port=0), "screen")
+    await service.start()
+    try:
+        await service.wait_healthy()
+        async with aiohttp.ClientSession() as http:
+            viewer = WhepViewer(service.url)
+            await viewer.connect(http)
+            for _ in range(5):
+                frame = await viewer.frame(timeout=15)
+            rgb = frame.to_ndarray(format="rgb24")
+            assert rgb.shape == (720, 1280, 3)
+            # 640x480 letterboxed into 16:9: red in the middle, black bars at the sides.
+            centre = rgb[200:520, 400:880].reshape(-1, 3).mean(axis=0)
+            assert centre[0] > 200 and centre[1] < 50 and centre[2] < 50
+            assert rgb[:, :100].mean() < 30
+            await viewer.close(http)
+    finally:
+        await service.close()

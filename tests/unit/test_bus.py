@@ -1,0 +1,76 @@
+"""The bus wire format round-trips and rejects junk with BusError."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from broadcaster.bus.local import CaptureLink
+from broadcaster.bus.packet import (
+    BusError,
+    CaptureError,
+    CaptureStats,
+    EncodedFrame,
+    FrameSet,
+    KeyframeRequest,
+    Stop,
+    decode_capture_message,
+    decode_server_message,
+    encode_capture_message,
+    encode_server_message,
+)
+
+
+def test_frameset_round_trip() -> None:
+    fs = FrameSet(
+        pts=123456789,
+        capture_time=1700000000.25,
+        frames=(
+            EncodedFrame(0, True, 123456789, b"\x00" * 5000),
+            EncodedFrame(2, False, 123456789, b"ab"),
+        ),
+    )
+    back = decode_capture_message(encode_capture_message(fs))
+    assert back == fs
+    assert isinstance(back, FrameSet)
+    assert back.get(2) == fs.frames[1]
+    assert back.get(1) is None
+
+
+def test_stats_and_error_round_trip() -> None:
+    stats = CaptureStats(fps=(30.0, 15.0), kbps=(2500.0, 800.0), encode_ms=(7.5, 1.9))
+    assert decode_capture_message(encode_capture_message(stats)) == stats
+    err = CaptureError("camera 0: cannot open")
+    assert decode_capture_message(encode_capture_message(err)) == err
+
+
+def test_server_messages_round_trip() -> None:
+    assert decode_server_message(encode_server_message(KeyframeRequest(2))) == KeyframeRequest(2)
+    assert decode_server_message(encode_server_message(Stop())) == Stop()
+
+
+@pytest.mark.parametrize("junk", [b"", b"\x01", b"\x01" + b"\x00" * 10, b"\x09zzz", b"\x02{bad"])
+def test_junk_capture_messages_raise_bus_error(junk: bytes) -> None:
+    with pytest.raises(BusError):
+        decode_capture_message(junk)
+
+
+def test_truncated_frameset_raises() -> None:
+    fs = FrameSet(1, 0.0, (EncodedFrame(0, True, 1, b"x" * 100),))
+    with pytest.raises(BusError):
+        decode_capture_message(encode_capture_message(fs)[:-10])
+
+
+def test_capture_link_poll_reads_requests_and_eof_as_stop() -> None:
+    parent, child = multiprocessing.Pipe(duplex=True)
+    link = CaptureLink(child)
+    assert link.poll() == []
+    parent.send_bytes(encode_server_message(KeyframeRequest(1)))
+    parent.send_bytes(encode_server_message(KeyframeRequest(0)))
+    assert link.poll() == [KeyframeRequest(1), KeyframeRequest(0)]
+    parent.close()
+    assert link.poll() == [Stop()]
+    assert link.publish(CaptureError("x")) is False
+    link.close()
+    link.close()  # idempotent

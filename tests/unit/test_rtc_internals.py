@@ -1,0 +1,83 @@
+"""The aiortc/aioice hooks still work with the installed versions.
+
+These fail loudly if an aiortc upgrade moves the private names we rely on.
+"""
+
+from __future__ import annotations
+
+import aioice.ice
+from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
+
+from broadcaster.server import rtc_internals
+from broadcaster.server.switcher import SwitcherTrack
+
+
+def test_check_compatible_passes() -> None:
+    rtc_internals.check_compatible()
+
+
+async def _sender() -> tuple[RTCPeerConnection, RTCRtpSender]:
+    pc = RTCPeerConnection()
+    sender = pc.addTrack(SwitcherTrack(0, lambda _rung: None))
+    return pc, sender
+
+
+async def test_pli_and_fir_reach_the_keyframe_hook() -> None:
+    pc, sender = await _sender()
+    calls: list[str] = []
+    rtc_internals.hook_keyframe_requests(sender, lambda: calls.append("kf"))
+    ssrc = rtc_internals.sender_ssrc(sender)
+    for fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+        await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=fmt, ssrc=1, media_ssrc=ssrc))
+    assert calls == ["kf", "kf"]
+    await pc.close()
+
+
+async def test_rtcp_observer_sees_remb_and_survives_its_own_errors() -> None:
+    pc, sender = await _sender()
+    seen: list[object] = []
+    rtc_internals.hook_rtcp(sender, seen.append)
+    ssrc = rtc_internals.sender_ssrc(sender)
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(750_000, [ssrc])
+    )
+    await sender._handle_rtcp_packet(remb)
+    assert seen == [remb]
+
+    def broken(_packet: object) -> None:
+        raise RuntimeError("observer bug")
+
+    rtc_internals.hook_rtcp(sender, broken)
+    await sender._handle_rtcp_packet(remb)  # must not raise
+    await pc.close()
+
+
+async def test_host_addresses_override_includes_loopback() -> None:
+    try:
+        rtc_internals.use_host_addresses(["127.0.0.1"])
+        conn = aioice.ice.Connection(ice_controlling=False)
+        await conn.gather_candidates()
+        hosts = {c.host for c in conn.local_candidates}
+        assert hosts == {"127.0.0.1"}
+        await conn.close()
+    finally:
+        rtc_internals.use_host_addresses(None)
+    assert "127.0.0.1" not in aioice.ice.get_host_addresses(True, False)
+
+
+async def test_port_range_binds_host_candidates_inside_it() -> None:
+    try:
+        rtc_internals.use_host_addresses(["127.0.0.1"])
+        rtc_internals.use_port_range(41000, 41003)
+        conns = [aioice.ice.Connection(ice_controlling=False) for _ in range(5)]
+        for conn in conns:
+            await conn.gather_candidates()
+        ports = [c.port for conn in conns for c in conn.local_candidates]
+        # Four ports for five connections: the fifth finds none free and has no candidate.
+        assert sorted(ports) == [41000, 41001, 41002, 41003]
+        for conn in conns:
+            await conn.close()
+    finally:
+        rtc_internals.use_port_range(0, 0)
+        rtc_internals.use_host_addresses(None)

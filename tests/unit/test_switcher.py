@@ -1,0 +1,98 @@
+"""The switcher: one frame per instant, switch only at the target's keyframe, never raise."""
+
+from __future__ import annotations
+
+import av
+
+from broadcaster.bus.packet import TIME_BASE, EncodedFrame
+from broadcaster.server.switcher import MAX_QUEUE, ReadyFrame, SwitcherTrack
+
+
+def instant(pts: int, keyframes: set[int] = frozenset(), rungs: int = 3) -> dict[int, ReadyFrame]:  # type: ignore[assignment]
+    out = {}
+    for r in range(rungs):
+        frame = EncodedFrame(r, r in keyframes, pts, bytes([r]) * (10 + r))
+        packet = av.Packet(frame.data)
+        packet.pts = pts
+        packet.time_base = TIME_BASE
+        out[r] = (frame, packet)
+    return out
+
+
+class Requests(list[int]):
+    def __call__(self, rung: int) -> None:
+        self.append(rung)
+
+
+async def test_starts_on_target_keyframe_and_asks_for_one() -> None:
+    asks = Requests()
+    s = SwitcherTrack(start_rung=0, request_keyframe=asks)
+    assert asks == [0]  # a new viewer asks for a keyframe at once
+    assert s.offer(instant(0)) is None  # no keyframe yet: nothing to decode from
+    sent = s.offer(instant(1, {0}))
+    assert sent is not None and sent.rung == 0 and sent.keyframe
+    assert s.offer(instant(2)) is not None
+    p1 = await s.recv()
+    p2 = await s.recv()
+    assert (p1.pts, p2.pts) == (1, 2)
+
+
+async def test_switch_happens_only_at_target_keyframe_one_frame_per_instant() -> None:
+    asks = Requests()
+    s = SwitcherTrack(0, asks)
+    s.offer(instant(0, {0}))
+    s.select(2, "pinned")
+    assert asks[-1] == 2
+    # Rung 2 has no keyframe yet, so the viewer stays on rung 0.
+    sent = [s.offer(instant(1)), s.offer(instant(2, {1}))]
+    assert [f.rung for f in sent if f] == [0, 0]
+    # Rung 2's keyframe arrives together with rung 0's frame: exactly one is handed out.
+    f = s.offer(instant(3, {2}))
+    assert f is not None and f.rung == 2 and f.keyframe
+    assert s.current == 2
+    assert s.offer(instant(4)).rung == 2  # type: ignore[union-attr]
+    assert s.frames_out == 5 and s._queue.qsize() == 5
+    assert [(sw.from_rung, sw.to_rung, sw.reason) for sw in s.switches] == [
+        (None, 0, "start"),
+        (0, 2, "pinned"),
+    ]
+
+
+async def test_reselecting_current_rung_cancels_pending_switch() -> None:
+    s = SwitcherTrack(0, Requests())
+    s.offer(instant(0, {0}))
+    s.select(1, "pinned")
+    s.select(0, "auto")
+    assert s.offer(instant(1, {1})).rung == 0  # type: ignore[union-attr]
+
+
+async def test_pli_asks_for_keyframe_on_the_rung_being_decoded() -> None:
+    asks = Requests()
+    s = SwitcherTrack(1, asks)
+    s.on_keyframe_request()
+    assert asks == [1, 1]
+    s.offer(instant(0, {1}))
+    s.select(2, "x")
+    s.on_keyframe_request()
+    assert asks[-1] == 1
+
+
+async def test_overflow_drops_backlog_and_restarts_at_keyframe() -> None:
+    asks = Requests()
+    s = SwitcherTrack(0, asks)
+    s.offer(instant(0, {0}))
+    for pts in range(1, MAX_QUEUE):
+        s.offer(instant(pts))
+    assert s._queue.qsize() == MAX_QUEUE
+    assert s.offer(instant(999)) is None  # overflow
+    assert s._queue.qsize() == 0 and s.current is None and asks[-1] == 0
+    assert s.offer(instant(1000)) is None  # waits for a keyframe, no partial GOP
+    assert s.offer(instant(1001, {0})) is not None
+
+
+async def test_stopped_track_takes_nothing() -> None:
+    s = SwitcherTrack(0, Requests())
+    s.offer(instant(0, {0}))
+    s.stop()
+    assert s.offer(instant(1, {0})) is None
+    assert s._queue.qsize() == 0
