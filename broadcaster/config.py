@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,37 @@ class VideoConfig:
 
 
 @dataclass(frozen=True)
+class AbrConfig:
+    """Tuning of the adaptive-bitrate policy (broadcaster/server/abr.py); seconds unless named."""
+
+    # Wire bits per media bit (RTP/SRTP/UDP/IP headers, retransmissions).
+    overhead: float = 1.10
+    # The receiver's estimate starts low; ignore REMB this long after joining.
+    startup_grace: float = 2.0
+    # A rung's need must be unmet this long before moving down.
+    down_hold: float = 0.75
+    # After a down-switch, only a much worse reading moves down again this soon.
+    down_settle: float = 1.5
+    # Receiver-report loss above this counts against the capacity estimate.
+    loss_down: float = 0.10
+    # Loss must be below this to try going up.
+    loss_clean: float = 0.03
+    # RTT this far above the lowest seen (a queue building) steps down one rung.
+    rtt_rise_ms: float = 300.0
+    # No up-switch this soon after a down-switch (mediasoup: 10 s), or after any switch.
+    up_after_down: float = 8.0
+    up_stable: float = 2.0
+    # Capacity probe: each phase fills the link to one more rung's rate for this long.
+    probe_phase: float = 1.0
+    # A phase fails on loss above this, or REMB falling below this share of its start.
+    probe_loss: float = 0.05
+    probe_remb_drop: float = 0.85
+    # After a failed probe wait this long, doubling per failure up to the max.
+    probe_backoff: float = 3.0
+    probe_backoff_max: float = 6.0
+
+
+@dataclass(frozen=True)
 class Rung:
     name: str
     width: int
@@ -82,6 +113,7 @@ class Config:
     ice: IceConfig = field(default_factory=IceConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     ladder: tuple[Rung, ...] = DEFAULT_LADDER
+    abr: AbrConfig = field(default_factory=AbrConfig)
 
     def rung(self, name: str) -> Rung:
         for rung in self.ladder:
@@ -96,7 +128,7 @@ class Config:
             port=self.server.port if port is None else port,
         )
         _check_server(server)
-        return Config(server=server, ice=self.ice, video=self.video, ladder=self.ladder)
+        return replace(self, server=server)
 
 
 # ---------------------------------------------------------------- loading
@@ -121,14 +153,16 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def parse_config(data: dict[str, Any]) -> Config:
-    _check_keys("", data, ("server", "ice", "video", "ladder"))
+    _check_keys("", data, ("server", "ice", "video", "ladder", "abr"))
     server = _section(ServerConfig, "server", data.get("server", {}))
     _check_server(server)
     ice = _parse_ice(data.get("ice", {}))
     video = _section(VideoConfig, "video", data.get("video", {}))
     _check_video(video)
     ladder = _parse_ladder(data["ladder"]) if "ladder" in data else DEFAULT_LADDER
-    return Config(server=server, ice=ice, video=video, ladder=ladder)
+    abr = _section(AbrConfig, "abr", data.get("abr", {}))
+    _check_abr(abr)
+    return Config(server=server, ice=ice, video=video, ladder=ladder, abr=abr)
 
 
 # ---------------------------------------------------------------- helpers
@@ -183,6 +217,25 @@ def _check_video(v: VideoConfig) -> None:
         raise ConfigError(
             f"video.keyframe_min_interval_ms: must be 0-10000, got {v.keyframe_min_interval_ms}"
         )
+
+
+_FRACTIONS = ("loss_down", "loss_clean", "probe_loss", "probe_remb_drop")
+
+
+def _check_abr(a: AbrConfig) -> None:
+    for f in fields(a):
+        value = getattr(a, f.name)
+        if f.name in _FRACTIONS:
+            if not 0 < value < 1:
+                raise ConfigError(f"abr.{f.name}: must be between 0 and 1, got {value}")
+        elif value <= 0 or value > 3600:
+            raise ConfigError(f"abr.{f.name}: must be positive (at most 3600), got {value}")
+    if a.overhead < 1:
+        raise ConfigError(f"abr.overhead: must be >= 1 (wire bits per media bit), got {a.overhead}")
+    if a.loss_clean > a.loss_down:
+        raise ConfigError("abr.loss_clean: must not exceed abr.loss_down")
+    if a.probe_backoff > a.probe_backoff_max:
+        raise ConfigError("abr.probe_backoff: must not exceed abr.probe_backoff_max")
 
 
 def _str_list(key: str, value: Any) -> tuple[str, ...]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
 from ..config import Config
-from . import metrics, rtc_internals, whep
+from . import api, metrics, rtc_internals, whep
+from .abr_controller import run_controller
 from .broadcast import Broadcast
 from .ice import host_addresses
 from .session import ViewerRegistry
@@ -81,10 +85,20 @@ def create_app(
         await app[VIEWERS].close_all()
 
     app.on_shutdown.append(close_viewers)
+
+    async def abr_controller(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.ensure_future(run_controller(app[VIEWERS].abrs))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(abr_controller)
     whep.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/api/ladder", get_ladder)
+    app.router.add_get("/api/viewers", api.get_viewers)
     static = viewer_dir or find_viewer_dir()
 
     async def index(request: web.Request) -> web.FileResponse:

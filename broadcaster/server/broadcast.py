@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import av
 
 from ..bus.packet import TIME_BASE, CaptureError, CaptureMessage, CaptureStats, FrameSet
 from ..config import Rung
-from .switcher import ReadyFrame, SwitcherTrack
+from .switcher import ReadyFrame, Switch, SwitcherTrack
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Broadcast:
         n = len(ladder)
         self.keyframe_requests = [0] * n
         self.keyframes_seen = [0] * n
+        self.switches: Counter[str] = Counter()  # executed switches by reason
         self.frames_out = [0] * n
         self.bytes_out = [0] * n
         self.on_error: Callable[[str], None] | None = None
@@ -46,6 +48,9 @@ class Broadcast:
 
     def unsubscribe(self, switcher: SwitcherTrack) -> None:
         self._switchers.discard(switcher)
+
+    def count_switch(self, switch: Switch) -> None:
+        self.switches[switch.reason] += 1
 
     def request_keyframe(self, rung: int) -> None:
         if 0 <= rung < len(self.ladder):

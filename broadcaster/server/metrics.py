@@ -81,6 +81,15 @@ def render(broadcast: Broadcast, viewers: int) -> str:
             per_rung("broadcaster_encode_kbps", kbps),
         ),
         *_family(
+            "broadcaster_switches_total",
+            "counter",
+            "Rung switches carried out, by reason.",
+            [
+                f'broadcaster_switches_total{{reason="{_label(r)}"}} {n}'
+                for r, n in sorted(broadcast.switches.items())
+            ],
+        ),
+        *_family(
             "broadcaster_capture_healthy",
             "gauge",
             "1 while frames are flowing.",

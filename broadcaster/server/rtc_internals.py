@@ -10,6 +10,7 @@ names fails loudly instead of silently losing keyframe requests.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,9 @@ from typing import Any
 import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc.clock import current_ntp_time
+from aiortc.rtp import RtpPacket, wrap_rtx
+from aiortc.utils import uint16_add
 
 logger = logging.getLogger(__name__)
 
@@ -155,3 +159,55 @@ def use_port_range(port_min: int, port_max: int) -> None:
         return candidates + await _original_component_candidates(self, component, [], timeout)
 
     aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
+
+
+class ProbeSender:
+    """Sends probe traffic for one video sender: RTX copies of recently sent packets.
+
+    The viewer discards them (it already has those packets) but its bandwidth estimator
+    counts them, which is what lets a probe show spare capacity. Each copy gets a fresh
+    abs-send-time (aiortc's own RTX reuses the original's, which would mislead the
+    estimator) and takes the next RTX sequence number from the sender, so NACK answers
+    and probes never collide. Without negotiated RTX there is nothing safe to send.
+    """
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+        self._cursor = 0
+        self.bytes_sent = 0
+
+    @property
+    def available(self) -> bool:
+        return getattr(self._sender, "_RTCRtpSender__rtx_payload_type", None) is not None
+
+    def _recent(self) -> list[RtpPacket]:
+        history: dict[int, RtpPacket] = getattr(self._sender, "_RTCRtpSender__rtp_history", {})
+        return sorted(history.values(), key=lambda p: p.timestamp)[-32:]
+
+    async def send(self, budget: int) -> int:
+        """Send about ``budget`` bytes of probe packets; returns the bytes sent."""
+        if not self.available or budget <= 0:
+            return 0
+        packets = self._recent()
+        if not packets:
+            return 0
+        s = self._sender
+        ext_map = s._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
+        pt = s._RTCRtpSender__rtx_payload_type  # type: ignore[attr-defined]
+        sent = 0
+        while sent < budget:
+            original = packets[self._cursor % len(packets)]
+            self._cursor += 1
+            seq = s._RTCRtpSender__rtx_sequence_number  # type: ignore[attr-defined]
+            s._RTCRtpSender__rtx_sequence_number = uint16_add(seq, 1)  # type: ignore[attr-defined]
+            rtx = wrap_rtx(original, payload_type=pt, sequence_number=seq, ssrc=s._rtx_ssrc)
+            rtx.extensions = copy.copy(original.extensions)
+            rtx.extensions.abs_send_time = (current_ntp_time() >> 14) & 0x00FFFFFF
+            data = rtx.serialize(ext_map)
+            try:
+                await s.transport._send_rtp(data)
+            except ConnectionError:
+                break
+            sent += len(data)
+        self.bytes_sent += sent
+        return sent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -11,6 +12,7 @@ from typing import Literal
 
 from aiortc import RTCPeerConnection
 
+from .abr_controller import ViewerAbr
 from .broadcast import Broadcast
 from .switcher import SwitcherTrack
 
@@ -36,6 +38,8 @@ class ViewerSession:
         self.switcher = switcher
         self.broadcast = broadcast
         self.mode: Mode = "auto"
+        self.abr: ViewerAbr | None = None  # set once the sender exists
+        self.public_id = hashlib.sha256(self.id.encode()).hexdigest()[:12]
         self.created = time.time()
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
@@ -55,12 +59,15 @@ class ViewerSession:
 
     def pin(self, rung: int) -> None:
         self.mode = "pinned"
-        self.switcher.select(rung, "pinned")
+        if self.abr is not None:
+            self.abr.pin(rung)
+        else:
+            self.switcher.select(rung, "pinned")
 
     def unpin(self) -> None:
-        # Until the ABR policy exists, "auto" means the top rung.
         self.mode = "auto"
-        self.switcher.select(0, "auto")
+        if self.abr is not None:
+            self.abr.unpin(time.monotonic())
 
     async def close(self) -> None:
         """Idempotent; cascades to the switcher, the peer connection and our tasks."""
@@ -68,6 +75,8 @@ class ViewerSession:
             return
         self._closed = True
         self.broadcast.unsubscribe(self.switcher)
+        if self.abr is not None:
+            self.abr.close()
         self.switcher.stop()
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
@@ -94,6 +103,9 @@ class ViewerRegistry:
 
     def __iter__(self) -> Iterator[ViewerSession]:
         return iter(list(self._sessions.values()))
+
+    def abrs(self) -> list[ViewerAbr]:
+        return [s.abr for s in self._sessions.values() if s.abr is not None]
 
     async def close(self, session_id: str) -> bool:
         session = self._sessions.pop(session_id, None)

@@ -47,8 +47,14 @@ class Switch:
 class SwitcherTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, start_rung: int, request_keyframe: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        start_rung: int,
+        request_keyframe: Callable[[int], None],
+        on_switch: Callable[[Switch], None] | None = None,
+    ) -> None:
         super().__init__()
+        self._on_switch = on_switch
         self.current: int | None = None
         self.target = start_rung
         self._reason = "start"
@@ -106,8 +112,11 @@ class SwitcherTrack(MediaStreamTrack):
         return frames.get(self.current)
 
     def _switched(self) -> None:
-        self.switches.append(Switch(time.time(), self.current, self.target, self._reason))
+        switch = Switch(time.time(), self.current, self.target, self._reason)
+        self.switches.append(switch)
         del self.switches[:-MAX_SWITCH_HISTORY]
+        if self._on_switch is not None:
+            self._on_switch(switch)
         logger.debug("viewer switched %s -> %s (%s)", self.current, self.target, self._reason)
         self.current = self.target
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.clock import current_ntp_time
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import candidate_from_sdp
 
 from ..config import Config
 from . import rtc_internals
+from .abr_controller import ViewerAbr
 from .broadcast import Broadcast
 from .errors import json_error
+from .feedback import FeedbackCollector
 from .ice import announce, ice_link_headers, rtc_configuration
 from .session import ViewerSession
 from .state import BROADCAST, CONFIG, VIEWERS
@@ -124,14 +128,29 @@ class _OfferError(ValueError):
 
 def _new_session(config: Config, broadcast: Broadcast) -> ViewerSession:
     pc = RTCPeerConnection(rtc_configuration(config))
-    switcher = SwitcherTrack(start_rung=0, request_keyframe=broadcast.request_keyframe)
+    switcher = SwitcherTrack(
+        start_rung=0,
+        request_keyframe=broadcast.request_keyframe,
+        on_switch=broadcast.count_switch,
+    )
     return ViewerSession(pc, switcher, broadcast)
+
+
+def _attach_abr(session: ViewerSession, sender: RTCRtpSender, config: Config) -> None:
+    now = time.monotonic()
+    feedback = FeedbackCollector(rtc_internals.sender_ssrc(sender), now)
+    rtc_internals.hook_rtcp(sender, lambda packet: feedback.on_rtcp(packet, current_ntp_time()))
+    ladder_bps = [r.bitrate_bps for r in config.ladder]
+    session.abr = ViewerAbr(
+        session.switcher, rtc_internals.ProbeSender(sender), feedback, ladder_bps, config.abr, now
+    )
 
 
 async def _negotiate(session: ViewerSession, offer_sdp: str, config: Config) -> str:
     pc = session.pc
     sender = pc.addTrack(session.switcher)
     rtc_internals.hook_keyframe_requests(sender, session.switcher.on_keyframe_request)
+    _attach_abr(session, sender, config)
     video = next(t for t in pc.getTransceivers() if t.sender is sender)
     # Must precede setRemoteDescription: aiortc ignores preferences set later.
     video.setCodecPreferences(_codec_preferences(config.video.codec))

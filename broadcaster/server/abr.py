@@ -1,0 +1,206 @@
+"""Which rung should this viewer get: a pure function of feedback history and ``now``.
+
+``decide(history, ladder_bps, aim, state, now, cfg) -> (Decision, new state)``. No clock,
+no network, no asyncio: the controller (abr_controller.py) feeds it snapshots every tick
+and carries out the decision (the switcher moves at the target's next keyframe; the
+prober sends the requested probe traffic).
+
+Rules, in order:
+1. Down, fast: when the link's capacity estimate (REMB, and delivered rate when loss is
+   high) stays below what the aimed rung needs for ``down_hold``, go to the best rung
+   that fits, in one step. A queue building (RTT rising) steps down one rung.
+2. Up, carefully: REMB cannot show spare capacity (it tops out near 1.5x what is
+   received), so an up-switch needs a capacity probe. Each probe phase adds traffic to
+   reach one more rung's rate for ``probe_phase``; a phase fails on loss or a falling
+   REMB. The viewer moves to the best rung a phase proved; a probe that proves nothing
+   backs off. No up-switch within ``up_after_down`` of a down-switch, nor within
+   ``up_stable`` of any switch.
+All thresholds are named in ``AbrConfig`` (config.toml ``[abr]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from ..config import AbrConfig
+from .feedback import Snapshot
+
+# How far down a reading must fall to move down again during down_settle.
+SETTLE_FACTOR = 0.6
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    rungs: tuple[int, ...]  # rungs to prove, nearest first
+    phase: int
+    phase_started: float
+    remb_at_start: float | None
+    proven: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AbrState:
+    joined: float
+    last_switch: float = -math.inf
+    last_down: float = -math.inf
+    probe: Probe | None = None
+    backoff_until: float = -math.inf
+    failures: int = 0
+    min_rtt_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    target: int
+    reason: str
+    probe_bps: float = 0.0  # extra traffic to send now (0: none)
+
+
+def _need(ladder_bps: Sequence[int], rung: int, cfg: AbrConfig) -> float:
+    return ladder_bps[rung] * cfg.overhead
+
+
+def _window(history: Sequence[Snapshot], now: float, span: float) -> list[Snapshot]:
+    """Snapshots of the last ``span`` seconds, or [] if history does not cover it yet."""
+    if not history or history[0].t > now - span + 1e-9:
+        return []
+    return [s for s in history if s.t > now - span + 1e-9]
+
+
+def _capacity(s: Snapshot, state: AbrState, cfg: AbrConfig) -> float:
+    cap = math.inf
+    if s.remb_bps is not None and s.t - state.joined >= cfg.startup_grace:
+        cap = s.remb_bps
+    if s.loss is not None and s.loss > cfg.loss_down:
+        delivered = (s.sent_bps * cfg.overhead + s.probe_bps) * (1 - s.loss)
+        cap = min(cap, delivered)
+    return cap
+
+
+def _best_fit(ladder_bps: Sequence[int], capacity: float, cfg: AbrConfig) -> int:
+    for rung in range(len(ladder_bps)):
+        if _need(ladder_bps, rung, cfg) <= capacity:
+            return rung
+    return len(ladder_bps) - 1
+
+
+def _down(
+    history: Sequence[Snapshot],
+    ladder_bps: Sequence[int],
+    aim: int,
+    state: AbrState,
+    now: float,
+    cfg: AbrConfig,
+) -> Decision | None:
+    window = _window(history, now, cfg.down_hold)
+    if not window or aim == len(ladder_bps) - 1:
+        return None
+    # Sustained: even the best reading of the window falls short.
+    capacity = max(_capacity(s, state, cfg) for s in window)
+    need = _need(ladder_bps, aim, cfg)
+    settling = now - state.last_down < cfg.down_settle
+    if capacity < need * (SETTLE_FACTOR if settling else 1.0):
+        reason = (
+            "loss" if all(s.loss is not None and s.loss > cfg.loss_down for s in window) else "remb"
+        )
+        return Decision(max(aim + 1, _best_fit(ladder_bps, capacity, cfg)), reason)
+    if not settling and state.min_rtt_ms is not None:
+        rtts = [s.rtt_ms for s in window]
+        if all(r is not None and r - state.min_rtt_ms > cfg.rtt_rise_ms for r in rtts):
+            return Decision(aim + 1, "rtt")
+    return None
+
+
+def _probe_rate(ladder_bps: Sequence[int], aim: int, rung: int, cfg: AbrConfig) -> float:
+    return _need(ladder_bps, rung, cfg) - _need(ladder_bps, aim, cfg)
+
+
+def _phase_failed(probe: Probe, history: Sequence[Snapshot], cfg: AbrConfig) -> bool:
+    during = [s for s in history if s.t > probe.phase_started]
+    if any(s.reports and s.loss is not None and s.loss > cfg.probe_loss for s in during):
+        return True
+    latest = during[-1].remb_bps if during else None
+    start = probe.remb_at_start
+    return latest is not None and start is not None and latest < start * cfg.probe_remb_drop
+
+
+def _backoff(state: AbrState, now: float, cfg: AbrConfig) -> AbrState:
+    failures = state.failures + 1
+    wait = min(cfg.probe_backoff_max, cfg.probe_backoff * 2 ** (failures - 1))
+    return replace(state, probe=None, failures=failures, backoff_until=now + wait)
+
+
+def _step_probe(
+    history: Sequence[Snapshot],
+    ladder_bps: Sequence[int],
+    aim: int,
+    state: AbrState,
+    now: float,
+    cfg: AbrConfig,
+) -> tuple[Decision, AbrState]:
+    probe = state.probe
+    assert probe is not None
+    if _phase_failed(probe, history, cfg):
+        if probe.proven is None:
+            return Decision(aim, "probe-failed"), _backoff(state, now, cfg)
+        # An earlier phase proved a rung: take it, but don't retry the rest at once.
+        state = _backoff(state, now, cfg)
+        return Decision(probe.proven, "probe"), replace(state, last_switch=now)
+    if now - probe.phase_started < cfg.probe_phase:
+        rung = probe.rungs[probe.phase]
+        return Decision(aim, "probing", _probe_rate(ladder_bps, aim, rung, cfg)), state
+    proven = probe.rungs[probe.phase]
+    if probe.phase + 1 < len(probe.rungs):
+        remb = history[-1].remb_bps if history else None
+        nxt = replace(
+            probe, phase=probe.phase + 1, phase_started=now, remb_at_start=remb, proven=proven
+        )
+        rate = _probe_rate(ladder_bps, aim, nxt.rungs[nxt.phase], cfg)
+        return Decision(aim, "probing", rate), replace(state, probe=nxt)
+    done = replace(state, probe=None, failures=0, last_switch=now)
+    return Decision(proven, "probe"), done
+
+
+def _may_probe(
+    history: Sequence[Snapshot], aim: int, state: AbrState, now: float, cfg: AbrConfig
+) -> bool:
+    if aim == 0 or not history:
+        return False
+    if now - state.joined < cfg.startup_grace or now < state.backoff_until:
+        return False
+    if now - state.last_down < cfg.up_after_down or now - state.last_switch < cfg.up_stable:
+        return False
+    loss = history[-1].loss
+    return loss is None or loss < cfg.loss_clean
+
+
+def decide(
+    history: Sequence[Snapshot],
+    ladder_bps: Sequence[int],
+    aim: int,
+    state: AbrState,
+    now: float,
+    cfg: AbrConfig,
+) -> tuple[Decision, AbrState]:
+    """``aim`` is the rung the viewer is on or already headed to."""
+    if history and history[-1].rtt_ms is not None:
+        rtt = history[-1].rtt_ms
+        if state.min_rtt_ms is None or rtt < state.min_rtt_ms:
+            state = replace(state, min_rtt_ms=rtt)
+    down = _down(history, ladder_bps, aim, state, now, cfg)
+    if down is not None:
+        if state.probe is not None:
+            state = _backoff(state, now, cfg)
+        return down, replace(state, last_down=now, last_switch=now)
+    if state.probe is not None:
+        return _step_probe(history, ladder_bps, aim, state, now, cfg)
+    if _may_probe(history, aim, state, now, cfg):
+        remb = history[-1].remb_bps
+        probe = Probe(
+            rungs=tuple(range(aim - 1, -1, -1)), phase=0, phase_started=now, remb_at_start=remb
+        )
+        rate = _probe_rate(ladder_bps, aim, aim - 1, cfg)
+        return Decision(aim, "probing", rate), replace(state, probe=probe)
+    return Decision(aim, "hold"), state

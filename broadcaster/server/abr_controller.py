@@ -1,0 +1,117 @@
+"""The thin asyncio plumbing around the ABR policy.
+
+One task ticks every viewer's policy (``ViewerAbr.tick``) every TICK seconds; a viewer's
+probe traffic is paced by its own short-lived task only while a probe runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from ..config import AbrConfig
+from . import rtc_internals
+from .abr import AbrState, Decision, decide
+from .feedback import FeedbackCollector, Snapshot
+from .switcher import SwitcherTrack
+
+logger = logging.getLogger(__name__)
+
+TICK = 0.25  # seconds between policy decisions (Chrome sends ~4 receiver reports/s)
+HISTORY = 40  # snapshots kept per viewer (10 s)
+PROBE_PACE = 0.02  # seconds between probe bursts
+
+
+class ViewerAbr:
+    """One viewer's feedback, policy state and probe traffic."""
+
+    def __init__(
+        self,
+        switcher: SwitcherTrack,
+        prober: rtc_internals.ProbeSender,
+        feedback: FeedbackCollector,
+        ladder_bps: list[int],
+        cfg: AbrConfig,
+        now: float,
+    ) -> None:
+        self.switcher = switcher
+        self.prober = prober
+        self.feedback = feedback
+        self.ladder_bps = ladder_bps
+        self.cfg = cfg
+        self.auto = True
+        self.state = AbrState(joined=now)
+        self.history: deque[Snapshot] = deque(maxlen=HISTORY)
+        self.last: Decision | None = None
+        self.probe_bps = 0.0
+        self._probe_task: asyncio.Task[None] | None = None
+        self._auto_rung = switcher.target
+        self._closed = False
+
+    def pin(self, rung: int) -> None:
+        if self.auto:
+            self._auto_rung = self.switcher.target
+        self.auto = False
+        self._set_probe(0.0)
+        self.switcher.select(rung, "pinned")
+
+    def unpin(self, now: float) -> None:
+        if self.auto:
+            return
+        self.auto = True
+        # Back to the rung the policy had, with a fresh state so it may go up soon.
+        self.state = replace(AbrState(joined=self.state.joined), last_switch=now)
+        self.switcher.select(self._auto_rung, "auto")
+
+    def tick(self, now: float) -> None:
+        snap = self.feedback.snapshot(now, self.switcher.bytes_out, self.prober.bytes_sent)
+        self.history.append(snap)
+        if not self.auto or self.switcher.current is None:
+            return
+        decision, self.state = decide(
+            self.history, self.ladder_bps, self.switcher.target, self.state, now, self.cfg
+        )
+        self.last = decision
+        if decision.target != self.switcher.target:
+            logger.info(
+                "abr: rung %d -> %d (%s)", self.switcher.target, decision.target, decision.reason
+            )
+            self.switcher.select(decision.target, decision.reason)
+        self._set_probe(decision.probe_bps)
+
+    def _set_probe(self, bps: float) -> None:
+        self.probe_bps = bps if self.prober.available else 0.0
+        if self.probe_bps > 0 and self._probe_task is None and not self._closed:
+            self._probe_task = asyncio.ensure_future(self._pace_probe())
+
+    async def _pace_probe(self) -> None:
+        try:
+            while self.probe_bps > 0 and not self._closed:
+                await self.prober.send(int(self.probe_bps * PROBE_PACE / 8))
+                await asyncio.sleep(PROBE_PACE)
+        except Exception:  # probing is an optimisation: never let it hurt the session
+            logger.exception("probe failed")
+        finally:
+            self._probe_task = None
+
+    def close(self) -> None:
+        self._closed = True
+        self.probe_bps = 0.0
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+
+
+async def run_controller(viewers: Callable[[], Iterable[ViewerAbr]]) -> None:
+    """Tick every viewer's policy until cancelled."""
+    while True:
+        await asyncio.sleep(TICK)
+        now = time.monotonic()
+        for abr in viewers():
+            try:
+                abr.tick(now)
+            except Exception:  # one viewer's bug must not stop adaptation for all
+                logger.exception("abr tick failed")

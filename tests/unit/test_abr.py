@@ -1,0 +1,268 @@
+"""The ABR policy, driven by tables of synthetic snapshots (no network, no clock)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from broadcaster.config import AbrConfig
+from broadcaster.server.abr import AbrState, Decision, decide
+from broadcaster.server.feedback import Snapshot
+
+CFG = AbrConfig()
+LADDER = [2_500_000, 800_000, 250_000]  # 720p, 360p, 180p
+TICK = 0.25
+TOP, MID, LOW = 0, 1, 2
+
+
+def snap(
+    t: float,
+    remb: float | None = 3_500_000,
+    loss: float | None = 0.0,
+    *,
+    sent: float = 2_500_000,
+    rtt: float | None = 20.0,
+    probe: float = 0.0,
+) -> Snapshot:
+    return Snapshot(
+        t=t,
+        remb_bps=remb,
+        loss=loss,
+        reports=1,
+        jitter_ms=5.0,
+        rtt_ms=rtt,
+        nack_per_s=0.0,
+        pli=0,
+        sent_bps=sent,
+        probe_bps=probe,
+    )
+
+
+def link_model(offered: float, cap: float | None, random_loss: float) -> tuple[float, float]:
+    """(REMB, loss) a browser would report: a crude model of a delay-based estimator.
+
+    Not overusing, REMB sits near 1.5x what arrives (it cannot see a cap it never hit);
+    over the cap the queue overflows (loss) and REMB falls to 0.85x what arrives.
+    """
+    if cap is None or offered <= cap:
+        received = offered * (1 - random_loss)
+        return 1.5 * received, random_loss
+    loss = 1 - cap / offered
+    return 0.85 * cap, max(loss, random_loss)
+
+
+class Run:
+    """Feeds the policy tick by tick, the way the controller does, and records decisions."""
+
+    def __init__(self, aim: int = TOP, joined: float = 0.0, cfg: AbrConfig = CFG) -> None:
+        self.aim = aim
+        self.cfg = cfg
+        self.state = AbrState(joined=joined)
+        self.history: list[Snapshot] = []
+        self.t = 0.0
+        self.decisions: list[tuple[float, Decision]] = []
+
+    def run(
+        self,
+        seconds: float,
+        cap: float | None = None,
+        random_loss: float = 0.0,
+        **override: float | None,
+    ) -> Run:
+        """Run over a link with capacity ``cap``; ``override`` forces snapshot fields."""
+        for _ in range(round(seconds / TICK)):
+            self.t = round(self.t + TICK, 6)
+            sent = LADDER[self.aim]
+            last = self.decisions[-1][1] if self.decisions else None
+            probe = last.probe_bps if last else 0.0
+            remb, loss = link_model(sent * CFG.overhead + probe, cap, random_loss)
+            fields = {"sent": sent, "probe": probe, "remb": remb, "loss": loss, **override}
+            self.history.append(snap(self.t, **fields))  # type: ignore[arg-type]
+            self.history = self.history[-40:]
+            decision, self.state = decide(
+                self.history, LADDER, self.aim, self.state, self.t, self.cfg
+            )
+            self.decisions.append((self.t, decision))
+            self.aim = decision.target
+        return self
+
+    def switches(self, after: float = -math.inf) -> list[tuple[float, int, str]]:
+        out = []
+        prev = None
+        for t, d in self.decisions:
+            if prev is not None and d.target != prev and t > after:
+                out.append((t, d.target, d.reason))
+            prev = d.target
+        return out
+
+    def reasons(self) -> set[str]:
+        return {d.reason for _, d in self.decisions}
+
+
+# ------------------------------------------------------------------ down rules
+
+DOWN_TABLE = [
+    # (label, link during the change, expected rung, expected reason)
+    ("remb fits middle", {"remb": 1_100_000}, MID, "remb"),
+    ("remb fits low only", {"remb": 400_000}, LOW, "remb"),
+    ("remb below everything", {"remb": 150_000}, LOW, "remb"),
+    ("heavy loss", {"loss": 0.7}, LOW, "loss"),
+    ("loss at 15 % steps down", {"loss": 0.15}, MID, "loss"),
+    ("random 5 % loss holds", {"loss": 0.05}, TOP, None),
+    ("rtt queue building", {"rtt": 500.0}, MID, "rtt"),
+    ("healthy link holds", {}, TOP, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "link", "rung", "reason"), DOWN_TABLE, ids=[row[0] for row in DOWN_TABLE]
+)
+def test_down_rules(label: str, link: dict[str, float], rung: int, reason: str | None) -> None:
+    run = Run().run(5.0)  # settle on a good link past the startup grace
+    assert run.aim == TOP and run.switches() == []
+    start = run.t
+    run.run(2.0, **link)
+    if reason is None:
+        assert run.switches() == []
+    else:
+        first = run.switches()[0]
+        assert first[2] == reason
+        assert run.aim == rung
+        # Reacts within down_hold plus a tick or two, in one step.
+        assert first[0] - start <= CFG.down_hold + 2 * TICK
+        assert len(run.switches()) == 1
+
+
+def test_a_single_dip_does_not_move() -> None:
+    run = Run().run(5.0)
+    run.run(0.5, remb=500_000)  # shorter than down_hold
+    run.run(5.0)
+    assert run.switches() == []
+
+
+def test_remb_ignored_during_startup_grace_but_loss_is_not() -> None:
+    # Browsers start their estimate low: no down-switch on REMB in the first seconds.
+    run = Run().run(CFG.startup_grace - 0.25, remb=300_000)
+    assert run.switches() == []
+    run2 = Run().run(1.5, loss=0.6)
+    assert run2.switches() and run2.switches()[0][2] == "loss"
+
+
+def test_no_second_down_while_settling_unless_much_worse() -> None:
+    run = Run().run(5.0)
+    run.run(1.0, remb=1_000_000)
+    assert run.aim == MID
+    # Just under the middle rung's need during down_settle: hold...
+    run.run(1.0, remb=850_000)
+    assert run.aim == MID
+    # ...but a collapse still moves at once.
+    run.run(1.0, remb=200_000)
+    assert run.aim == LOW
+
+
+def test_lowest_rung_never_goes_further() -> None:
+    run = Run(aim=LOW).run(5.0, remb=50_000, loss=0.4)
+    assert run.aim == LOW and run.switches() == []
+
+
+# ------------------------------------------------------------------ up: probing
+
+
+def test_no_probe_without_headroom_conditions() -> None:
+    run = Run(aim=MID).run(10.0, random_loss=0.05)  # loss above loss_clean
+    assert "probing" not in run.reasons()
+
+
+def test_probe_climbs_phase_by_phase_to_top() -> None:
+    run = Run(aim=LOW).run(20.0)
+    ups = run.switches()
+    assert ups and ups[0][1:] == (TOP, "probe")  # both phases passed: one switch, to the top
+    probes = [d.probe_bps for _, d in run.decisions if d.reason == "probing"]
+    need = [r * CFG.overhead for r in LADDER]
+    assert probes[0] == pytest.approx(need[MID] - need[LOW])  # phase 1 fills to 360p
+    assert probes[-1] == pytest.approx(need[TOP] - need[LOW])  # phase 2 fills to 720p
+    # No probe traffic once on the top rung.
+    assert all(d.probe_bps == 0 for t, d in run.decisions if t > ups[0][0])
+
+
+def test_failed_probe_backs_off_and_does_not_switch() -> None:
+    run = Run(aim=MID, joined=-100).run(2.0, cap=1_200_000)
+    probe_started = [t for t, d in run.decisions if d.reason == "probing"][0]
+    # The probe overflows the 1.2 Mbit/s link: loss and a falling estimate.
+    assert "probe-failed" in run.reasons()
+    assert run.aim == MID
+    assert run.state.backoff_until >= probe_started + CFG.probe_backoff
+    run.run(60.0, cap=1_200_000)  # every later probe fails too...
+    assert run.switches() == []
+    starts = [
+        t
+        for t, d in run.decisions
+        if d.reason == "probing"
+        and (run.decisions[run.decisions.index((t, d)) - 1][1].reason != "probing")
+    ]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    # ...and they come ever less often, up to the cap on back-off.
+    assert gaps == sorted(gaps) and max(gaps) <= CFG.probe_backoff_max + 2 * TICK
+    assert max(gaps) >= CFG.probe_backoff_max
+
+
+def test_partial_probe_takes_the_rung_it_proved() -> None:
+    cfg = replace(CFG, up_after_down=1.0)
+    run = Run(aim=LOW, joined=-100, cfg=cfg).run(0.25, cap=1_500_000)
+    assert run.decisions[-1][1].reason == "probing"
+    run.run(cfg.probe_phase + 1.0, cap=1_500_000)  # 360p passes, 720p overflows the link
+    assert run.aim == MID and run.switches()[-1][2] == "probe"
+
+
+def test_loss_during_probe_fails_it() -> None:
+    run = Run(aim=MID, joined=-100).run(0.25)
+    run.run(0.5, random_loss=0.08)
+    assert "probe-failed" in run.reasons() and run.aim == MID
+
+
+def test_no_up_soon_after_down() -> None:
+    run = Run().run(5.0)
+    run.run(1.5, remb=1_000_000)
+    down_at = run.switches()[0][0]
+    run.run(20.0, cap=None)  # the link is fine again
+    ups = [s for s in run.switches() if s[1] < MID]
+    assert ups and ups[0][0] - down_at >= CFG.up_after_down
+
+
+# ------------------------------------------------------------------ whole scenarios
+
+
+def test_cap_then_lift_timeline() -> None:
+    """Steady, then 1.2 Mbit/s, then 300 kbit/s, then free: one switch per change."""
+    run = Run().run(10.0)
+    t0 = run.t
+    run.run(20.0, cap=1_200_000)
+    t1 = run.t
+    run.run(20.0, cap=300_000)
+    t2 = run.t
+    run.run(20.0)
+    assert [s[1] for s in run.switches()] == [MID, LOW, TOP]
+    assert [s[1] for s in run.switches(after=t0) if s[0] <= t1] == [MID]
+    assert [s[1] for s in run.switches(after=t1) if s[0] <= t2] == [LOW]
+    up = [s for s in run.switches(after=t2)]
+    assert up[0][1] == TOP and up[0][0] - t2 < 15
+
+
+def test_sawtooth_one_switch_per_change() -> None:
+    run = Run().run(5.0)
+    for _ in range(3):
+        start = run.t
+        run.run(20.0, cap=600_000)
+        assert len(run.switches(after=start)) == 1 and run.aim == LOW
+        start = run.t
+        run.run(20.0, cap=3_000_000)
+        assert len(run.switches(after=start)) == 1 and run.aim == TOP
+
+
+def test_random_loss_does_not_oscillate() -> None:
+    run = Run()
+    for i in range(240):  # 60 s, loss hovering around 5 %
+        run.run(0.25, random_loss=0.02 + 0.06 * ((i * 7) % 10) / 10)
+    assert len(run.switches()) <= 2
