@@ -64,6 +64,9 @@ class AbrConfig:
     overhead: float = 1.10
     # The receiver's estimate starts low; ignore REMB this long after joining.
     startup_grace: float = 2.0
+    # A rung fits while REMB >= this share of its need: browsers' delay-based estimate sits
+    # near, often below, what they receive on a free link, and ramps up only slowly.
+    remb_headroom: float = 0.75
     # A rung's need must be unmet this long before moving down.
     down_hold: float = 0.75
     # After a down-switch, only a much worse reading moves down again this soon.
@@ -219,7 +222,7 @@ def _check_video(v: VideoConfig) -> None:
         )
 
 
-_FRACTIONS = ("loss_down", "loss_clean", "probe_loss", "probe_remb_drop")
+_FRACTIONS = ("loss_down", "loss_clean", "probe_loss", "probe_remb_drop", "remb_headroom")
 
 
 def _check_abr(a: AbrConfig) -> None:

@@ -136,9 +136,14 @@ async function connect() {
     else setState(text);
     return;
   }
-  if (pc !== player.pc) return; // superseded meanwhile
   // Location is relative to the WHEP endpoint's URL.
-  player.location = new URL(res.headers.get("Location"), res.url).href;
+  const location = new URL(res.headers.get("Location"), res.url).href;
+  if (pc !== player.pc) {
+    // Superseded (page hidden or a newer attempt) while the offer was in flight.
+    fetch(location, { method: "DELETE", keepalive: true }).catch(() => {});
+    return;
+  }
+  player.location = location;
   const layer = parseLinks(res.headers.get("Link")).find((l) => l.rel === LAYER_REL);
   player.layerUrl = layer ? new URL(layer.url, res.url).href : null;
   quality.disabled = !player.layerUrl;

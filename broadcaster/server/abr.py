@@ -49,6 +49,10 @@ class AbrState:
     backoff_until: float = -math.inf
     failures: int = 0
     min_rtt_ms: float | None = None
+    # REMB ramps up slowly (~8 %/s) after the rate it sees rises: until it has caught up
+    # with the aimed rung, only a fall from its peak counts as a capacity signal.
+    remb_trusted: bool = False
+    remb_peak: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +73,18 @@ def _window(history: Sequence[Snapshot], now: float, span: float) -> list[Snapsh
     return [s for s in history if s.t > now - span + 1e-9]
 
 
+def _remb_counts(s: Snapshot, state: AbrState, cfg: AbrConfig) -> bool:
+    if s.remb_bps is None or s.t - state.joined < cfg.startup_grace:
+        return False
+    if state.remb_trusted:
+        return True
+    return state.remb_peak is not None and s.remb_bps < state.remb_peak * cfg.probe_remb_drop
+
+
 def _capacity(s: Snapshot, state: AbrState, cfg: AbrConfig) -> float:
     cap = math.inf
-    if s.remb_bps is not None and s.t - state.joined >= cfg.startup_grace:
-        cap = s.remb_bps
+    if s.remb_bps is not None and _remb_counts(s, state, cfg):
+        cap = s.remb_bps / cfg.remb_headroom
     if s.loss is not None and s.loss > cfg.loss_down:
         delivered = (s.sent_bps * cfg.overhead + s.probe_bps) * (1 - s.loss)
         cap = min(cap, delivered)
@@ -147,7 +159,7 @@ def _step_probe(
             return Decision(aim, "probe-failed"), _backoff(state, now, cfg)
         # An earlier phase proved a rung: take it, but don't retry the rest at once.
         state = _backoff(state, now, cfg)
-        return Decision(probe.proven, "probe"), replace(state, last_switch=now)
+        return Decision(probe.proven, "probe"), _went_up(state, history, now)
     if now - probe.phase_started < cfg.probe_phase:
         rung = probe.rungs[probe.phase]
         return Decision(aim, "probing", _probe_rate(ladder_bps, aim, rung, cfg)), state
@@ -159,8 +171,13 @@ def _step_probe(
         )
         rate = _probe_rate(ladder_bps, aim, nxt.rungs[nxt.phase], cfg)
         return Decision(aim, "probing", rate), replace(state, probe=nxt)
-    done = replace(state, probe=None, failures=0, last_switch=now)
+    done = _went_up(replace(state, probe=None, failures=0), history, now)
     return Decision(proven, "probe"), done
+
+
+def _went_up(state: AbrState, history: Sequence[Snapshot], now: float) -> AbrState:
+    remb = history[-1].remb_bps if history else None
+    return replace(state, last_switch=now, remb_trusted=False, remb_peak=remb)
 
 
 def _may_probe(
@@ -176,6 +193,28 @@ def _may_probe(
     return loss is None or loss < cfg.loss_clean
 
 
+def _observe(
+    history: Sequence[Snapshot],
+    ladder_bps: Sequence[int],
+    aim: int,
+    state: AbrState,
+    cfg: AbrConfig,
+) -> AbrState:
+    """Fold the newest snapshot into the slow-moving state (lowest RTT, REMB peak)."""
+    if not history:
+        return state
+    latest = history[-1]
+    if latest.rtt_ms is not None and (state.min_rtt_ms is None or latest.rtt_ms < state.min_rtt_ms):
+        state = replace(state, min_rtt_ms=latest.rtt_ms)
+    remb = latest.remb_bps
+    if remb is not None:
+        if state.remb_peak is None or remb > state.remb_peak:
+            state = replace(state, remb_peak=remb)
+        if not state.remb_trusted and remb >= _need(ladder_bps, aim, cfg) * cfg.remb_headroom:
+            state = replace(state, remb_trusted=True)
+    return state
+
+
 def decide(
     history: Sequence[Snapshot],
     ladder_bps: Sequence[int],
@@ -185,10 +224,7 @@ def decide(
     cfg: AbrConfig,
 ) -> tuple[Decision, AbrState]:
     """``aim`` is the rung the viewer is on or already headed to."""
-    if history and history[-1].rtt_ms is not None:
-        rtt = history[-1].rtt_ms
-        if state.min_rtt_ms is None or rtt < state.min_rtt_ms:
-            state = replace(state, min_rtt_ms=rtt)
+    state = _observe(history, ladder_bps, aim, state, cfg)
     down = _down(history, ladder_bps, aim, state, now, cfg)
     if down is not None:
         if state.probe is not None:

@@ -76,7 +76,7 @@ def create_app(
     rtc_internals.check_compatible()
     rtc_internals.use_host_addresses(host_addresses(config))
     rtc_internals.use_port_range(config.ice.port_min, config.ice.port_max)
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[whep.cors])
     app[CONFIG] = config
     app[BROADCAST] = broadcast
     app[VIEWERS] = ViewerRegistry()

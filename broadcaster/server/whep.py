@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.clock import current_ntp_time
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
@@ -51,6 +52,20 @@ def _codec_preferences(codec: str) -> list[RTCRtpCodecCapability]:
     return out
 
 
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """WHEP players run on other origins: every WHEP answer, errors included, is readable."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    if request.path.startswith("/whep"):
+        response.headers.update(CORS)
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
+
+
 def _session_or_404(request: web.Request) -> ViewerSession | web.Response:
     session = request.app[VIEWERS].get(request.match_info["session_id"])
     if session is None:
@@ -59,19 +74,19 @@ def _session_or_404(request: web.Request) -> ViewerSession | web.Response:
 
 
 async def options_whep(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers={**CORS, "Accept-Post": SDP})
+    return web.Response(status=204, headers={"Accept-Post": SDP})
 
 
 async def post_whep(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     broadcast = request.app[BROADCAST]
     if request.content_type != SDP:
-        return json_error(415, f"Content-Type must be {SDP}", headers=CORS)
+        return json_error(415, f"Content-Type must be {SDP}")
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
-        return json_error(413, f"offer larger than {MAX_OFFER_BYTES} bytes", headers=CORS)
+        return json_error(413, f"offer larger than {MAX_OFFER_BYTES} bytes")
     body = await request.content.read(MAX_OFFER_BYTES + 1)
     if len(body) > MAX_OFFER_BYTES:
-        return json_error(413, f"offer larger than {MAX_OFFER_BYTES} bytes", headers=CORS)
+        return json_error(413, f"offer larger than {MAX_OFFER_BYTES} bytes")
     try:
         offer_sdp = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -107,7 +122,6 @@ async def post_whep(request: web.Request) -> web.Response:
     location = f"/whep/{session.id}"
     links = ice_link_headers(config) + [f'<{location}/layer>; rel="{LAYER_REL}"']
     headers: dict[str, Any] = {
-        **CORS,
         "Location": location,
         "Content-Type": SDP,
         "Accept-Patch": TRICKLE,
@@ -182,7 +196,7 @@ async def patch_whep(request: web.Request) -> web.Response:
         await _apply_trickle(found.pc, text)
     except (AssertionError, ValueError, IndexError) as exc:
         return json_error(400, f"bad candidate: {exc}")
-    return web.Response(status=204, headers=CORS)
+    return web.Response(status=204)
 
 
 async def _apply_trickle(pc: RTCPeerConnection, frag: str) -> None:
@@ -205,7 +219,7 @@ async def delete_whep(request: web.Request) -> web.Response:
     viewers = request.app[VIEWERS]
     if not await viewers.close(request.match_info["session_id"]):
         return json_error(404, "no such session")
-    return web.Response(status=200, headers=CORS)
+    return web.Response(status=200)
 
 
 async def post_layer(request: web.Request) -> web.Response:
@@ -226,7 +240,7 @@ async def post_layer(request: web.Request) -> web.Response:
         if index is None:
             return json_error(400, f"unknown encodingId {encoding!r}", valid=["auto", *names])
         found.pin(index)
-    return web.json_response({"encodingId": encoding, "mode": found.mode}, headers=CORS)
+    return web.json_response({"encodingId": encoding, "mode": found.mode})
 
 
 def add_routes(app: web.Application) -> None:

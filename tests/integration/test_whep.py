@@ -180,6 +180,7 @@ async def test_bad_offers_get_json_4xx_and_leak_nothing(
         service.url + "whep", data=body.encode(), headers={"Content-Type": content_type}
     ) as resp:
         assert resp.status == status
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"
         payload = await resp.json()
         assert words in payload["error"]
     assert service.viewers == 0

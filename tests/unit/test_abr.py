@@ -40,17 +40,26 @@ def snap(
     )
 
 
-def link_model(offered: float, cap: float | None, random_loss: float) -> tuple[float, float]:
-    """(REMB, loss) a browser would report: a crude model of a delay-based estimator.
-
-    Not overusing, REMB sits near 1.5x what arrives (it cannot see a cap it never hit);
-    over the cap the queue overflows (loss) and REMB falls to 0.85x what arrives.
+class Browser:
+    """(REMB, loss) a browser would report: a crude model of its delay-based estimator,
+    shaped after what Chromium did here. Over the cap the queue overflows (loss) and the
+    estimate drops to 0.85x what arrives; otherwise it ramps up ~8 %/s, never above 1.5x
+    what arrives, and never falls on its own when the rate drops.
     """
-    if cap is None or offered <= cap:
+
+    def __init__(self) -> None:
+        self.remb: float | None = None
+
+    def step(self, offered: float, cap: float | None, random_loss: float) -> tuple[float, float]:
+        if cap is not None and offered > cap:
+            self.remb = 0.85 * cap
+            return self.remb, max(1 - cap / offered, random_loss)
         received = offered * (1 - random_loss)
-        return 1.5 * received, random_loss
-    loss = 1 - cap / offered
-    return 0.85 * cap, max(loss, random_loss)
+        if self.remb is None:
+            self.remb = 0.9 * received
+        elif self.remb < 1.5 * received:
+            self.remb = min(self.remb * 1.08**TICK, 1.5 * received)
+        return self.remb, random_loss
 
 
 class Run:
@@ -63,6 +72,7 @@ class Run:
         self.history: list[Snapshot] = []
         self.t = 0.0
         self.decisions: list[tuple[float, Decision]] = []
+        self.browser = Browser()
 
     def run(
         self,
@@ -77,7 +87,7 @@ class Run:
             sent = LADDER[self.aim]
             last = self.decisions[-1][1] if self.decisions else None
             probe = last.probe_bps if last else 0.0
-            remb, loss = link_model(sent * CFG.overhead + probe, cap, random_loss)
+            remb, loss = self.browser.step(sent * CFG.overhead + probe, cap, random_loss)
             fields = {"sent": sent, "probe": probe, "remb": remb, "loss": loss, **override}
             self.history.append(snap(self.t, **fields))  # type: ignore[arg-type]
             self.history = self.history[-40:]
