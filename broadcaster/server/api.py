@@ -23,6 +23,7 @@ def viewer_json(session: ViewerSession) -> dict[str, Any]:
         "mode": session.mode,
         "state": session.pc.connectionState,
         "since": session.created,
+        "rtp_origin": session.rtp_origin,
         "switches": [
             {
                 "at": s.at,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import av
 
-from ..bus.packet import TIME_BASE, CaptureError, CaptureMessage, CaptureStats, FrameSet
+from ..bus.packet import CLOCK_RATE, TIME_BASE, CaptureError, CaptureMessage, CaptureStats, FrameSet
 from ..config import Rung
 from .switcher import ReadyFrame, Switch, SwitcherTrack
 
@@ -29,6 +29,7 @@ class Broadcast:
         self._send_keyframe = send_keyframe
         self._switchers: set[SwitcherTrack] = set()
         self.last_frame_at: float | None = None  # monotonic
+        self.clock_epoch: float | None = None
         self.stats: CaptureStats | None = None
         self.error: str | None = None
         self.ended = False
@@ -81,6 +82,8 @@ class Broadcast:
 
     def _fan_out(self, fs: FrameSet) -> None:
         self.last_frame_at = time.monotonic()
+        # Wall-clock time of pts 0: capture time of any frame = clock_epoch + pts / 90 kHz.
+        self.clock_epoch = fs.capture_time - fs.pts / CLOCK_RATE
         self.framesets += 1
         frames: dict[int, ReadyFrame] = {}
         for f in fs.frames:

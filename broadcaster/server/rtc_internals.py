@@ -76,6 +76,11 @@ def negotiated_mime_types(transceiver: RTCRtpTransceiver) -> list[str]:
     return [c.mimeType for c in getattr(transceiver, "_codecs", None) or []]
 
 
+def last_rtp_timestamp(sender: RTCRtpSender) -> int:
+    """The RTP timestamp of the last packet this sender sent (0 before any)."""
+    return int(getattr(sender, "_RTCRtpSender__rtp_timestamp", 0))
+
+
 def sender_ssrc(sender: RTCRtpSender) -> int:
     return int(sender._ssrc)
 

@@ -40,6 +40,9 @@ class ViewerSession:
         self.mode: Mode = "auto"
         self.abr: ViewerAbr | None = None  # set once the sender exists
         self.public_id = hashlib.sha256(self.id.encode()).hexdigest()[:12]
+        # RTP timestamp = (pts + rtp_origin) mod 2^32 for this viewer's video; aiortc picks
+        # the origin at random per sender, so we learn it once the first frame is out.
+        self.rtp_origin: int | None = None
         self.created = time.time()
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None

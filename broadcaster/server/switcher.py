@@ -64,6 +64,9 @@ class SwitcherTrack(MediaStreamTrack):
         self.frames_out = 0
         self.bytes_out = 0
         self.dropped = 0
+        self._handed_pts: int | None = None
+        # Called once with the pts of the first frame fully sent (see recv()).
+        self.on_sent: Callable[[int], None] | None = None
         request_keyframe(start_rung)
 
     # -------------------------------------------------------------- control
@@ -131,7 +134,14 @@ class SwitcherTrack(MediaStreamTrack):
         self._request_keyframe(self.target)
 
     async def recv(self) -> Packet:
-        return await self._queue.get()
+        # The sender calls recv() again only after sending every RTP packet of the frame it
+        # got last time: the moment to tie that frame's pts to its RTP timestamp.
+        if self._handed_pts is not None and self.on_sent is not None:
+            self.on_sent(self._handed_pts)
+            self.on_sent = None
+        packet = await self._queue.get()
+        self._handed_pts = packet.pts
+        return packet
 
     def stop(self) -> None:
         super().stop()

@@ -165,6 +165,11 @@ async def _negotiate(session: ViewerSession, offer_sdp: str, config: Config) -> 
     sender = pc.addTrack(session.switcher)
     rtc_internals.hook_keyframe_requests(sender, session.switcher.on_keyframe_request)
     _attach_abr(session, sender, config)
+
+    def learn_rtp_origin(pts: int) -> None:
+        session.rtp_origin = (rtc_internals.last_rtp_timestamp(sender) - pts) & 0xFFFFFFFF
+
+    session.switcher.on_sent = learn_rtp_origin
     video = next(t for t in pc.getTransceivers() if t.sender is sender)
     # Must precede setRemoteDescription: aiortc ignores preferences set later.
     video.setCodecPreferences(_codec_preferences(config.video.codec))

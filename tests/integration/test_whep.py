@@ -14,6 +14,7 @@ from whep_client import WhepViewer
 
 from broadcaster.config import load_config
 from broadcaster.server.service import Service
+from broadcaster.server.state import VIEWERS
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -216,3 +217,29 @@ async def test_healthz_metrics_ladder(service: Service, http: aiohttp.ClientSess
     assert enc and float(enc[0]) > 0
     out = re.findall(r'broadcaster_bytes_out_total\{rung="(\w+)"\} (\d+)', text)
     assert all(int(v) > 0 for _, v in out)  # every rung was watched by some test above
+
+
+async def test_rtp_timestamps_map_to_capture_wall_clock(
+    service: Service, http: aiohttp.ClientSession
+) -> None:
+    """The server can tell each viewer when its frames were captured (glass-to-glass)."""
+    import time
+
+    viewer = WhepViewer(service.url)
+    await viewer.connect(http)
+    await viewer.frame(timeout=15)
+    session = next(iter(service.app[VIEWERS]))  # type: ignore[index]
+    assert session.rtp_origin is not None
+    epoch = service.broadcast.clock_epoch  # type: ignore[union-attr]
+    assert epoch is not None
+    # aiortc's receiver gives frames pts = RTP timestamp minus the first one it saw (a
+    # private of the CLIENT side, read here only to check the server's mapping).
+    receiver = next(r for r in viewer.pc.getReceivers() if r.track and r.track.kind == "video")
+    first_rtp = receiver._RTCRtpReceiver__timestamp_mapper._origin
+    for _ in range(5):
+        frame = await viewer.frame()
+    rtp = (frame.pts + first_rtp) & 0xFFFFFFFF
+    captured = epoch + ((rtp - session.rtp_origin) & 0xFFFFFFFF) / 90_000
+    latency = time.time() - captured
+    assert 0 < latency < 0.5, latency
+    await viewer.close(http)
