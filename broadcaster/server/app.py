@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..config import Config
-from . import api, metrics, rtc_internals, whep
+from . import api, metrics, rtc_internals, whep, ws
 from .abr_controller import run_controller
 from .broadcast import Broadcast
 from .ice import host_addresses
@@ -99,6 +99,7 @@ def create_app(
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/api/ladder", get_ladder)
     app.router.add_get("/api/viewers", api.get_viewers)
+    ws.setup(app)  # /ws: its route, poller, and closing every socket on shutdown
     static = viewer_dir or find_viewer_dir()
 
     async def index(request: web.Request) -> web.FileResponse:
