@@ -66,9 +66,14 @@ class AbrConfig:
     startup_grace: float = 2.0
     # A rung fits while REMB >= this share of its need: browsers' delay-based estimate sits
     # near, often below, what they receive on a free link, and ramps up only slowly.
-    remb_headroom: float = 0.75
-    # A rung's need must be unmet this long before moving down.
+    remb_headroom: float = 0.65
+    # A rung's need must be unmet this long before moving down, when loss backs the
+    # estimate up; a REMB dip with a clean link (a keyframe, a CPU hiccup on either side)
+    # must last down_hold_quiet.
     down_hold: float = 0.75
+    down_hold_quiet: float = 2.0
+    # Heavy loss must last this long (several receiver reports) to count on its own.
+    loss_hold: float = 1.0
     # After a down-switch, only a much worse reading moves down again this soon.
     down_settle: float = 1.5
     # Receiver-report loss above this counts against the capacity estimate.

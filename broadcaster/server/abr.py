@@ -29,6 +29,8 @@ from .feedback import Snapshot
 
 # How far down a reading must fall to move down again during down_settle.
 SETTLE_FACTOR = 0.6
+# Loss is averaged over this many seconds before deciding whether to probe.
+PROBE_CLEAN_WINDOW = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +83,31 @@ def _remb_counts(s: Snapshot, state: AbrState, cfg: AbrConfig) -> bool:
     return state.remb_peak is not None and s.remb_bps < state.remb_peak * cfg.probe_remb_drop
 
 
-def _capacity(s: Snapshot, state: AbrState, cfg: AbrConfig) -> float:
-    cap = math.inf
+def _remb_capacity(s: Snapshot, state: AbrState, cfg: AbrConfig) -> float:
     if s.remb_bps is not None and _remb_counts(s, state, cfg):
-        cap = s.remb_bps / cfg.remb_headroom
-    if s.loss is not None and s.loss > cfg.loss_down:
-        delivered = (s.sent_bps * cfg.overhead + s.probe_bps) * (1 - s.loss)
-        cap = min(cap, delivered)
-    return cap
+        return s.remb_bps / cfg.remb_headroom
+    return math.inf
+
+
+def mean_loss(window: Sequence[Snapshot], min_reports: int = 2) -> float | None:
+    """Loss over a window, weighted by reports; None with fewer than ``min_reports``."""
+    reports = sum(s.reports for s in window if s.loss is not None)
+    if reports < min_reports:
+        return None
+    return sum(s.loss * s.reports for s in window if s.loss is not None) / reports
+
+
+def _loss_capacity(window: Sequence[Snapshot], cfg: AbrConfig) -> float:
+    """What actually arrives when loss is heavy: the rate sent, less what was lost.
+
+    Heavy means every report of the window says so (one bad report is noise).
+    """
+    loss = mean_loss(window, min_reports=3)
+    reported = [s.loss for s in window if s.loss is not None]
+    if loss is None or min(reported) <= cfg.loss_down:
+        return math.inf
+    sent = sum(s.sent_bps * cfg.overhead + s.probe_bps for s in window) / len(window)
+    return sent * (1 - loss)
 
 
 def _best_fit(ladder_bps: Sequence[int], capacity: float, cfg: AbrConfig) -> int:
@@ -106,20 +125,25 @@ def _down(
     now: float,
     cfg: AbrConfig,
 ) -> Decision | None:
-    window = _window(history, now, cfg.down_hold)
-    if not window or aim == len(ladder_bps) - 1:
+    if aim == len(ladder_bps) - 1 or now - state.joined < cfg.startup_grace:
         return None
-    # Sustained: even the best reading of the window falls short.
-    capacity = max(_capacity(s, state, cfg) for s in window)
+    recent = _window(history, now, cfg.down_hold)
+    if not recent:
+        return None
+    loss = mean_loss(recent, min_reports=1)
+    lossy = loss is not None and loss > cfg.loss_clean
+    # Sustained: even the best REMB reading of the window falls short.
+    window = recent if lossy else _window(history, now, cfg.down_hold_quiet)
+    by_remb = max(_remb_capacity(s, state, cfg) for s in window) if window else math.inf
+    by_loss = _loss_capacity(_window(history, now, cfg.loss_hold), cfg)
+    capacity = min(by_remb, by_loss)
     need = _need(ladder_bps, aim, cfg)
     settling = now - state.last_down < cfg.down_settle
     if capacity < need * (SETTLE_FACTOR if settling else 1.0):
-        reason = (
-            "loss" if all(s.loss is not None and s.loss > cfg.loss_down for s in window) else "remb"
-        )
+        reason = "loss" if by_loss < by_remb else "remb"
         return Decision(max(aim + 1, _best_fit(ladder_bps, capacity, cfg)), reason)
     if not settling and state.min_rtt_ms is not None:
-        rtts = [s.rtt_ms for s in window]
+        rtts = [s.rtt_ms for s in recent]
         if all(r is not None and r - state.min_rtt_ms > cfg.rtt_rise_ms for r in rtts):
             return Decision(aim + 1, "rtt")
     return None
@@ -131,7 +155,7 @@ def _probe_rate(ladder_bps: Sequence[int], aim: int, rung: int, cfg: AbrConfig) 
 
 def _phase_failed(probe: Probe, history: Sequence[Snapshot], cfg: AbrConfig) -> bool:
     during = [s for s in history if s.t > probe.phase_started]
-    if any(s.reports and s.loss is not None and s.loss > cfg.probe_loss for s in during):
+    if any(s.loss is not None and s.loss > cfg.probe_loss for s in during):
         return True
     latest = during[-1].remb_bps if during else None
     start = probe.remb_at_start
@@ -189,7 +213,8 @@ def _may_probe(
         return False
     if now - state.last_down < cfg.up_after_down or now - state.last_switch < cfg.up_stable:
         return False
-    loss = history[-1].loss
+    # Random loss is no reason to stay low, but a probe over a lossy link proves nothing.
+    loss = mean_loss(_window(history, now, PROBE_CLEAN_WINDOW) or history[-8:], min_reports=1)
     return loss is None or loss < cfg.loss_clean
 
 

@@ -80,7 +80,8 @@ class ViewerAbr:
             logger.info(
                 "abr: rung %d -> %d (%s)", self.switcher.target, decision.target, decision.reason
             )
-            self.switcher.select(decision.target, decision.reason)
+            down = decision.target > self.switcher.target  # a higher index is a lower rung
+            self.switcher.select(decision.target, decision.reason, drain=down)
         self._set_probe(decision.probe_bps)
 
     def _set_probe(self, bps: float) -> None:

@@ -30,7 +30,9 @@ class Snapshot:
 
     t: float  # monotonic seconds
     remb_bps: float | None  # latest receiver estimate (None before the first REMB)
-    loss: float | None  # fraction lost in the latest receiver report (0..1)
+    # Mean fraction lost (0..1) over the receiver reports of THIS interval; None without
+    # one. (A report's value must not be counted again in later intervals.)
+    loss: float | None
     reports: int  # receiver reports in this interval
     jitter_ms: float | None
     rtt_ms: float | None
@@ -49,7 +51,7 @@ class FeedbackCollector:
     def __init__(self, ssrc: int, started: float) -> None:
         self.ssrc = ssrc
         self.remb_bps: float | None = None
-        self.loss: float | None = None
+        self._loss_sum = 0.0
         self.jitter_ms: float | None = None
         self.rtt_ms: float | None = None
         self.nacks_total = 0
@@ -86,7 +88,7 @@ class FeedbackCollector:
 
     def _on_report(self, fraction: int, jitter: int, lsr: int, dlsr: int, ntp_now: int) -> None:
         self._reports += 1
-        self.loss = fraction / 256
+        self._loss_sum += fraction / 256
         self.jitter_ms = jitter * 1000 / VIDEO_CLOCK
         if lsr:
             # RFC 3550 6.4.1: RTT = arrival - LSR - DLSR, in 1/65536 s (mod 2^32).
@@ -100,7 +102,7 @@ class FeedbackCollector:
         snap = Snapshot(
             t=now,
             remb_bps=self.remb_bps,
-            loss=self.loss,
+            loss=self._loss_sum / self._reports if self._reports else None,
             reports=self._reports,
             jitter_ms=self.jitter_ms,
             rtt_ms=self.rtt_ms,
@@ -115,4 +117,5 @@ class FeedbackCollector:
         self._last_sent = sent_bytes
         self._last_probe = probe_bytes
         self._reports = 0
+        self._loss_sum = 0.0
         return snap

@@ -20,7 +20,7 @@ import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCRtpSender, RTCRtpTransceiver
 from aiortc.clock import current_ntp_time
-from aiortc.rtp import RtpPacket, wrap_rtx
+from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket, wrap_rtx
 from aiortc.utils import uint16_add
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def check_compatible() -> None:
     """Raise RuntimeError if the aiortc/aioice internals we hook have moved."""
     missing = [
         f"RTCRtpSender.{name}"
-        for name in ("_send_keyframe", "_handle_rtcp_packet")
+        for name in ("_send_keyframe", "_handle_rtcp_packet", "_retransmit")
         if not callable(getattr(RTCRtpSender, name, None))
     ]
     for name in ("get_host_addresses", "server_reflexive_candidate", "StunProtocol"):
@@ -69,6 +69,22 @@ def hook_rtcp(sender: RTCRtpSender, callback: RtcpCallback) -> None:
         await original(packet)
 
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def filter_retransmissions(sender: RTCRtpSender, allow: Callable[[RtpPacket], bool]) -> None:
+    """Answer a NACK only if ``allow(packet)``: e.g. not for packets of a rung the viewer
+    has already switched away from (its decoder restarted at the new rung's keyframe)."""
+    original: Callable[[int], Awaitable[None]] = sender._retransmit
+
+    async def retransmit(sequence_number: int) -> None:
+        history: dict[int, RtpPacket] = getattr(sender, "_RTCRtpSender__rtp_history", {})
+        packet = history.get(sequence_number % RTP_HISTORY_SIZE)
+        if packet is not None and packet.sequence_number == sequence_number:
+            if not allow(packet):
+                return
+        await original(sequence_number)
+
+    sender._retransmit = retransmit  # type: ignore[method-assign]
 
 
 def negotiated_mime_types(transceiver: RTCRtpTransceiver) -> list[str]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from aiortc import RTCPeerConnection
+from aiortc.rtp import RtpPacket
 
 from .abr_controller import ViewerAbr
 from .broadcast import Broadcast
@@ -46,6 +47,15 @@ class ViewerSession:
         self.created = time.time()
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
+
+    def worth_retransmitting(self, packet: RtpPacket) -> bool:
+        """False for packets sent before the viewer's last switch: its decoder restarted at
+        the new rung's keyframe, so resending the old rung only loads a congested link."""
+        switches = self.switcher.switches
+        if self.rtp_origin is None or len(switches) < 2:
+            return True
+        cutoff = (switches[-1].pts + self.rtp_origin) & 0xFFFFFFFF
+        return (packet.timestamp - cutoff) & 0xFFFFFFFF < 0x80000000
 
     @property
     def closed(self) -> bool:

@@ -39,6 +39,7 @@ ReadyFrame = tuple[EncodedFrame, Packet]
 @dataclass(frozen=True, slots=True)
 class Switch:
     at: float  # wall clock
+    pts: int  # of the keyframe the viewer switched at
     from_rung: int | None
     to_rung: int
     reason: str
@@ -65,14 +66,21 @@ class SwitcherTrack(MediaStreamTrack):
         self.bytes_out = 0
         self.dropped = 0
         self._handed_pts: int | None = None
+        self._drain = False
         # Called once with the pts of the first frame fully sent (see recv()).
         self.on_sent: Callable[[int], None] | None = None
         request_keyframe(start_rung)
 
     # -------------------------------------------------------------- control
 
-    def select(self, rung: int, reason: str) -> None:
-        """Aim for ``rung``; the move happens at its next keyframe."""
+    def select(self, rung: int, reason: str, drain: bool = False) -> None:
+        """Aim for ``rung``; the move happens at its next keyframe.
+
+        ``drain``: stop sending the current rung until then. For a move down because the
+        link is congested: the old rung's frames only deepen the queue the target's
+        keyframe must get through, and most of them would be lost anyway.
+        """
+        self._drain = drain and rung != self.current
         if rung == self.target:
             return
         self.target = rung
@@ -108,20 +116,21 @@ class SwitcherTrack(MediaStreamTrack):
     def _choose(self, frames: dict[int, ReadyFrame]) -> ReadyFrame | None:
         target = frames.get(self.target)
         if self.target != self.current and target is not None and target[0].keyframe:
-            self._switched()
+            self._switched(target[0].pts)
             return target
-        if self.current is None:
+        if self.current is None or self._drain:
             return None
         return frames.get(self.current)
 
-    def _switched(self) -> None:
-        switch = Switch(time.time(), self.current, self.target, self._reason)
+    def _switched(self, pts: int) -> None:
+        switch = Switch(time.time(), pts, self.current, self.target, self._reason)
         self.switches.append(switch)
         del self.switches[:-MAX_SWITCH_HISTORY]
         if self._on_switch is not None:
             self._on_switch(switch)
         logger.debug("viewer switched %s -> %s (%s)", self.current, self.target, self._reason)
         self.current = self.target
+        self._drain = False
 
     def _overflow(self) -> None:
         # The sender is not keeping up: a partial backlog would not decode, so drop it all

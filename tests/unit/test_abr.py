@@ -113,62 +113,67 @@ class Run:
 
 # ------------------------------------------------------------------ down rules
 
+QUIET, LOSSY = CFG.down_hold_quiet, CFG.down_hold
 DOWN_TABLE = [
-    # (label, link during the change, expected rung, expected reason)
-    ("remb fits middle", {"remb": 1_100_000}, MID, "remb"),
-    ("remb fits low only", {"remb": 400_000}, LOW, "remb"),
-    ("remb below everything", {"remb": 150_000}, LOW, "remb"),
-    ("heavy loss", {"loss": 0.7}, LOW, "loss"),
-    ("loss at 15 % steps down", {"loss": 0.15}, MID, "loss"),
-    ("random 5 % loss holds", {"loss": 0.05}, TOP, None),
-    ("rtt queue building", {"rtt": 500.0}, MID, "rtt"),
-    ("healthy link holds", {}, TOP, None),
+    # (label, link during the change, expected rung, reason, reacts within seconds)
+    ("remb alone fits middle", {"remb": 1_100_000}, MID, "remb", QUIET),
+    ("remb alone fits low only", {"remb": 400_000}, LOW, "remb", QUIET),
+    ("remb below everything", {"remb": 150_000}, LOW, "remb", QUIET),
+    ("remb backed by some loss", {"remb": 1_100_000, "loss": 0.06}, MID, "remb", LOSSY),
+    ("heavy loss", {"loss": 0.7}, LOW, "loss", CFG.loss_hold),
+    ("loss at 15 % steps down", {"loss": 0.15}, MID, "loss", CFG.loss_hold),
+    ("random 5 % loss holds", {"loss": 0.05}, TOP, None, 0),
+    ("rtt queue building", {"rtt": 500.0}, MID, "rtt", LOSSY),
+    ("healthy link holds", {}, TOP, None, 0),
 ]
 
 
 @pytest.mark.parametrize(
-    ("label", "link", "rung", "reason"), DOWN_TABLE, ids=[row[0] for row in DOWN_TABLE]
+    ("label", "link", "rung", "reason", "within"), DOWN_TABLE, ids=[r[0] for r in DOWN_TABLE]
 )
-def test_down_rules(label: str, link: dict[str, float], rung: int, reason: str | None) -> None:
+def test_down_rules(
+    label: str, link: dict[str, float], rung: int, reason: str | None, within: float
+) -> None:
     run = Run().run(5.0)  # settle on a good link past the startup grace
     assert run.aim == TOP and run.switches() == []
     start = run.t
-    run.run(2.0, **link)
+    run.run(3.0, **link)
     if reason is None:
         assert run.switches() == []
     else:
         first = run.switches()[0]
-        assert first[2] == reason
-        assert run.aim == rung
-        # Reacts within down_hold plus a tick or two, in one step.
-        assert first[0] - start <= CFG.down_hold + 2 * TICK
-        assert len(run.switches()) == 1
+        assert first[1:] == (rung, reason)
+        # Reacts within its hold time plus a tick or two, straight to the rung that fits.
+        assert first[0] - start <= within + 2 * TICK
+        if reason == "remb":
+            assert len(run.switches()) == 1
 
 
 def test_a_single_dip_does_not_move() -> None:
     run = Run().run(5.0)
-    run.run(0.5, remb=500_000)  # shorter than down_hold
+    run.run(1.5, remb=500_000)  # shorter than down_hold_quiet, and no loss
     run.run(5.0)
     assert run.switches() == []
 
 
-def test_remb_ignored_during_startup_grace_but_loss_is_not() -> None:
-    # Browsers start their estimate low: no down-switch on REMB in the first seconds.
-    run = Run().run(CFG.startup_grace - 0.25, remb=300_000)
+def test_nothing_moves_during_startup_grace() -> None:
+    # Browsers start their estimate low, and the first keyframe of a new viewer is a
+    # burst that a small bottleneck queue drops in part: neither is the link's capacity.
+    run = Run().run(CFG.startup_grace - 0.25, remb=300_000, loss=0.6)
     assert run.switches() == []
-    run2 = Run().run(1.5, loss=0.6)
-    assert run2.switches() and run2.switches()[0][2] == "loss"
+    run.run(1.5, remb=300_000, loss=0.6)
+    assert run.switches() and run.aim == LOW
 
 
 def test_no_second_down_while_settling_unless_much_worse() -> None:
     run = Run().run(5.0)
-    run.run(1.0, remb=1_000_000)
+    run.run(1.0, remb=1_000_000, loss=0.06)  # some loss: the quick down_hold applies
     assert run.aim == MID
     # Just under the middle rung's need during down_settle: hold...
-    run.run(1.0, remb=850_000)
+    run.run(1.0, remb=550_000, loss=0.06)
     assert run.aim == MID
     # ...but a collapse still moves at once.
-    run.run(1.0, remb=200_000)
+    run.run(1.0, remb=200_000, loss=0.06)
     assert run.aim == LOW
 
 
@@ -234,7 +239,7 @@ def test_loss_during_probe_fails_it() -> None:
 
 def test_no_up_soon_after_down() -> None:
     run = Run().run(5.0)
-    run.run(1.5, remb=1_000_000)
+    run.run(CFG.down_hold_quiet + 0.5, remb=1_000_000)
     down_at = run.switches()[0][0]
     run.run(20.0, cap=None)  # the link is fine again
     ups = [s for s in run.switches() if s[1] < MID]
@@ -276,3 +281,10 @@ def test_random_loss_does_not_oscillate() -> None:
     for i in range(240):  # 60 s, loss hovering around 5 %
         run.run(0.25, random_loss=0.02 + 0.06 * ((i * 7) % 10) / 10)
     assert len(run.switches()) <= 2
+
+
+def test_one_heavy_report_among_light_ones_is_noise() -> None:
+    run = Run().run(5.0)
+    for i in range(40):
+        run.run(0.25, loss=0.14 if i % 2 else 0.02)
+    assert run.switches() == []

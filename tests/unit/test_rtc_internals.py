@@ -81,3 +81,40 @@ async def test_port_range_binds_host_candidates_inside_it() -> None:
     finally:
         rtc_internals.use_port_range(0, 0)
         rtc_internals.use_host_addresses(None)
+
+
+async def test_retransmission_filter_sees_the_history_packet() -> None:
+    from aiortc.rtp import RtpPacket
+
+    pc, sender = await _sender()
+    history = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+    history[7] = RtpPacket(sequence_number=7, timestamp=1000)
+    seen: list[int] = []
+    calls: list[int] = []
+
+    async def original(seq: int) -> None:
+        calls.append(seq)
+
+    allowed = [False]
+
+    def allow(packet: RtpPacket) -> bool:
+        seen.append(packet.timestamp)
+        return allowed[0]
+
+    sender._retransmit = original  # type: ignore[method-assign]
+    rtc_internals.filter_retransmissions(sender, allow)
+    await sender._retransmit(7)
+    assert seen == [1000] and calls == []  # refused: never reached aiortc
+    allowed[0] = True
+    await sender._retransmit(7)
+    await sender._retransmit(99)  # unknown to the history: aiortc decides (ignores it)
+    assert calls == [7, 99]
+    await pc.close()
+
+
+async def test_probe_sender_needs_rtx_and_history() -> None:
+    pc, sender = await _sender()
+    probe = rtc_internals.ProbeSender(sender)
+    assert not probe.available  # nothing negotiated yet
+    assert await probe.send(5000) == 0
+    await pc.close()

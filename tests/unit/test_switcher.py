@@ -96,3 +96,26 @@ async def test_stopped_track_takes_nothing() -> None:
     s.stop()
     assert s.offer(instant(1, {0})) is None
     assert s._queue.qsize() == 0
+
+
+async def test_drain_stops_the_old_rung_until_the_target_keyframe() -> None:
+    s = SwitcherTrack(0, Requests())
+    s.offer(instant(0, {0}))
+    s.select(2, "remb", drain=True)
+    # Congested: nothing more of rung 0 while rung 2's keyframe is on its way...
+    assert s.offer(instant(1)) is None
+    assert s.offer(instant(2, {0})) is None
+    # ...then rung 2 from its keyframe on.
+    f = s.offer(instant(3, {2}))
+    assert f is not None and f.rung == 2 and f.keyframe
+    assert s.offer(instant(4)).rung == 2  # type: ignore[union-attr]
+    assert s.switches[-1].pts == 3
+
+
+async def test_cancelling_a_drained_switch_resumes_the_current_rung() -> None:
+    s = SwitcherTrack(0, Requests())
+    s.offer(instant(0, {0}))
+    s.select(2, "remb", drain=True)
+    assert s.offer(instant(1)) is None
+    s.select(0, "auto")
+    assert s.offer(instant(2)).rung == 0  # type: ignore[union-attr]
