@@ -71,7 +71,7 @@ class AbrConfig:
     # estimate up; a REMB dip with a clean link (a keyframe, a CPU hiccup on either side)
     # must last down_hold_quiet.
     down_hold: float = 0.75
-    down_hold_quiet: float = 2.0
+    down_hold_quiet: float = 3.0
     # Heavy loss must last this long (several receiver reports) to count on its own.
     loss_hold: float = 1.0
     # After a down-switch, only a much worse reading moves down again this soon.
@@ -85,14 +85,16 @@ class AbrConfig:
     # No up-switch this soon after a down-switch (mediasoup: 10 s), or after any switch.
     up_after_down: float = 8.0
     up_stable: float = 2.0
-    # Capacity probe: each phase fills the link to one more rung's rate for this long.
-    probe_phase: float = 1.0
-    # A phase fails on loss above this, or REMB falling below this share of its start.
+    # Capacity probe: extra traffic ramps the total up by this factor per second (from the
+    # rung's need towards the top rung's); a rung is proven once covered this long.
+    probe_growth: float = 1.6
+    probe_hold: float = 0.5
+    # A probe fails on loss above this, or REMB falling below this share of its peak.
     probe_loss: float = 0.05
     probe_remb_drop: float = 0.85
     # After a failed probe wait this long, doubling per failure up to the max.
     probe_backoff: float = 3.0
-    probe_backoff_max: float = 6.0
+    probe_backoff_max: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,10 @@ def _check_abr(a: AbrConfig) -> None:
                 raise ConfigError(f"abr.{f.name}: must be between 0 and 1, got {value}")
         elif value <= 0 or value > 3600:
             raise ConfigError(f"abr.{f.name}: must be positive (at most 3600), got {value}")
+    if a.probe_growth <= 1:
+        raise ConfigError(
+            f"abr.probe_growth: must be > 1 (a factor per second), got {a.probe_growth}"
+        )
     if a.overhead < 1:
         raise ConfigError(f"abr.overhead: must be >= 1 (wire bits per media bit), got {a.overhead}")
     if a.loss_clean > a.loss_down:

@@ -10,9 +10,12 @@ Rules, in order:
    high) stays below what the aimed rung needs for ``down_hold``, go to the best rung
    that fits, in one step. A queue building (RTT rising) steps down one rung.
 2. Up, carefully: REMB cannot show spare capacity (it tops out near 1.5x what is
-   received), so an up-switch needs a capacity probe. Each probe phase adds traffic to
-   reach one more rung's rate for ``probe_phase``; a phase fails on loss or a falling
-   REMB. The viewer moves to the best rung a phase proved; a probe that proves nothing
+   received), so an up-switch needs a capacity probe: extra traffic that ramps the total
+   up geometrically (``probe_growth`` per second) towards the top rung's rate. A rung is
+   proven once the total has covered its need for ``probe_hold`` without loss or a
+   falling REMB; the ramp stops at the first such sign (a gentle ramp lets a queue show
+   itself before it overflows). The viewer moves to the best rung proven; a probe that
+   proves nothing
    backs off. No up-switch within ``up_after_down`` of a down-switch, nor within
    ``up_stable`` of any switch.
 All thresholds are named in ``AbrConfig`` (config.toml ``[abr]``).
@@ -29,16 +32,23 @@ from .feedback import Snapshot
 
 # How far down a reading must fall to move down again during down_settle.
 SETTLE_FACTOR = 0.6
+# The probe ramp rises in steps of (about) one controller tick.
+PROBE_STEP = 0.25
+# RTT this far above the lowest seen confirms that a REMB drop is a queue filling.
+RTT_CONGESTED_MS = 60.0
 # Loss is averaged over this many seconds before deciding whether to probe.
 PROBE_CLEAN_WINDOW = 2.0
+# Loss while a probe runs, and this long after, is the probe's doing (its traffic is
+# still draining from the bottleneck queue), not a reason to move down.
+PROBE_DRAIN = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    rungs: tuple[int, ...]  # rungs to prove, nearest first
-    phase: int
-    phase_started: float
-    remb_at_start: float | None
+    started: float
+    remb_peak: float | None  # highest REMB since the probe began
+    # When the ramp's total first covered each rung's need (rung -> time).
+    covered: tuple[tuple[int, float], ...] = ()
     proven: int | None = None
 
 
@@ -55,6 +65,7 @@ class AbrState:
     # with the aimed rung, only a fall from its peak counts as a capacity signal.
     remb_trusted: bool = False
     remb_peak: float | None = None
+    probe_ended: float = -math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,24 +101,34 @@ def _remb_capacity(s: Snapshot, state: AbrState, cfg: AbrConfig) -> float:
 
 
 def mean_loss(window: Sequence[Snapshot], min_reports: int = 2) -> float | None:
-    """Loss over a window, weighted by reports; None with fewer than ``min_reports``."""
-    reports = sum(s.reports for s in window if s.loss is not None)
-    if reports < min_reports:
+    """Share of packets lost over a window; None with fewer than ``min_reports`` reports."""
+    measured = [s for s in window if s.loss is not None and s.expected > 0]
+    if sum(s.reports for s in measured) < min_reports:
         return None
-    return sum(s.loss * s.reports for s in window if s.loss is not None) / reports
+    expected = sum(s.expected for s in measured)
+    return sum(s.loss * s.expected for s in measured if s.loss is not None) / expected
 
 
 def _loss_capacity(window: Sequence[Snapshot], cfg: AbrConfig) -> float:
     """What actually arrives when loss is heavy: the rate sent, less what was lost.
 
-    Heavy means every report of the window says so (one bad report is noise).
+    Heavy means the loss over the whole window (all its reports pooled: Chromium sends
+    ~10 small ones a second, each alone is noisy) and in its latest interval. The
+    latest interval also sizes the estimate: the window's mean lags a sudden cap.
     """
     loss = mean_loss(window, min_reports=3)
-    reported = [s.loss for s in window if s.loss is not None]
-    if loss is None or min(reported) <= cfg.loss_down:
+    fresh = [s for s in window if s.loss is not None]
+    if loss is None or loss <= cfg.loss_down or not fresh:
         return math.inf
-    sent = sum(s.sent_bps * cfg.overhead + s.probe_bps for s in window) / len(window)
-    return sent * (1 - loss)
+    latest = fresh[-1].loss
+    assert latest is not None
+    if latest <= cfg.loss_down:
+        return math.inf
+    # The most we sent in the window: right after a down-switch we send little (the old
+    # rung drained, the new one's keyframe pending) while the queue still loses. Answers
+    # to NACKs count: over a cap they can add a third to the load, and the loss with them.
+    sent = max(s.sent_bps * cfg.overhead + s.probe_bps + s.rtx_bps for s in window)
+    return sent * (1 - latest)
 
 
 def _best_fit(ladder_bps: Sequence[int], capacity: float, cfg: AbrConfig) -> int:
@@ -131,11 +152,23 @@ def _down(
     if not recent:
         return None
     loss = mean_loss(recent, min_reports=1)
-    lossy = loss is not None and loss > cfg.loss_clean
+    # A REMB drop is acted on quickly only when the link itself confirms congestion:
+    # heavy loss (a small queue overflowing) or RTT up (a big one filling). Chromium's
+    # estimate also dips under random loss or a CPU hiccup with neither.
+    rtt = recent[-1].rtt_ms
+    queueing = (
+        rtt is not None
+        and state.min_rtt_ms is not None
+        and rtt - state.min_rtt_ms > RTT_CONGESTED_MS
+    )
+    lossy = (loss is not None and loss > cfg.loss_down) or queueing
     # Sustained: even the best REMB reading of the window falls short.
     window = recent if lossy else _window(history, now, cfg.down_hold_quiet)
     by_remb = max(_remb_capacity(s, state, cfg) for s in window) if window else math.inf
-    by_loss = _loss_capacity(_window(history, now, cfg.loss_hold), cfg)
+    loss_window = [
+        s for s in _window(history, now, cfg.loss_hold) if s.t > state.probe_ended + PROBE_DRAIN
+    ]
+    by_loss = math.inf if state.probe is not None else _loss_capacity(loss_window, cfg)
     capacity = min(by_remb, by_loss)
     need = _need(ladder_bps, aim, cfg)
     settling = now - state.last_down < cfg.down_settle
@@ -149,23 +182,51 @@ def _down(
     return None
 
 
-def _probe_rate(ladder_bps: Sequence[int], aim: int, rung: int, cfg: AbrConfig) -> float:
-    return _need(ladder_bps, rung, cfg) - _need(ladder_bps, aim, cfg)
+def _ramp_total(
+    ladder_bps: Sequence[int], aim: int, probe: Probe, now: float, cfg: AbrConfig
+) -> float:
+    """Total wire rate the ramp asks for now: the aimed rung's need, grown step by step."""
+    steps = math.floor((now - probe.started) / PROBE_STEP + 1e-9) + 1
+    growth: float = cfg.probe_growth ** (steps * PROBE_STEP)
+    return min(_need(ladder_bps, aim, cfg) * growth, _need(ladder_bps, 0, cfg))
 
 
-def _phase_failed(probe: Probe, history: Sequence[Snapshot], cfg: AbrConfig) -> bool:
-    during = [s for s in history if s.t > probe.phase_started]
+def _probe_failed(probe: Probe, history: Sequence[Snapshot], cfg: AbrConfig) -> bool:
+    during = [s for s in history if s.t > probe.started]
     if any(s.loss is not None and s.loss > cfg.probe_loss for s in during):
         return True
     latest = during[-1].remb_bps if during else None
-    start = probe.remb_at_start
-    return latest is not None and start is not None and latest < start * cfg.probe_remb_drop
+    peak = probe.remb_peak
+    return latest is not None and peak is not None and latest < peak * cfg.probe_remb_drop
 
 
 def _backoff(state: AbrState, now: float, cfg: AbrConfig) -> AbrState:
     failures = state.failures + 1
     wait = min(cfg.probe_backoff_max, cfg.probe_backoff * 2 ** (failures - 1))
-    return replace(state, probe=None, failures=failures, backoff_until=now + wait)
+    return replace(state, probe=None, failures=failures, backoff_until=now + wait, probe_ended=now)
+
+
+def _advance(
+    probe: Probe,
+    ladder_bps: Sequence[int],
+    aim: int,
+    total: float,
+    now: float,
+    cfg: AbrConfig,
+    remb: float | None,
+) -> Probe:
+    """Note rungs newly covered by the ramp and rungs covered long enough to be proven."""
+    covered = dict(probe.covered)
+    proven = probe.proven
+    for rung in range(aim - 1, -1, -1):
+        if rung not in covered and _need(ladder_bps, rung, cfg) <= total + 1e-6:
+            covered[rung] = now
+        if rung in covered and now - covered[rung] >= cfg.probe_hold - 1e-9:
+            proven = rung if proven is None else min(proven, rung)
+    peak = probe.remb_peak
+    if remb is not None and (peak is None or remb > peak):
+        peak = remb
+    return replace(probe, covered=tuple(sorted(covered.items())), proven=proven, remb_peak=peak)
 
 
 def _step_probe(
@@ -178,30 +239,25 @@ def _step_probe(
 ) -> tuple[Decision, AbrState]:
     probe = state.probe
     assert probe is not None
-    if _phase_failed(probe, history, cfg):
+    if _probe_failed(probe, history, cfg):
         if probe.proven is None:
             return Decision(aim, "probe-failed"), _backoff(state, now, cfg)
-        # An earlier phase proved a rung: take it, but don't retry the rest at once.
+        # Part of the way proved: take that rung, but don't retry the rest at once.
         state = _backoff(state, now, cfg)
         return Decision(probe.proven, "probe"), _went_up(state, history, now)
-    if now - probe.phase_started < cfg.probe_phase:
-        rung = probe.rungs[probe.phase]
-        return Decision(aim, "probing", _probe_rate(ladder_bps, aim, rung, cfg)), state
-    proven = probe.rungs[probe.phase]
-    if probe.phase + 1 < len(probe.rungs):
-        remb = history[-1].remb_bps if history else None
-        nxt = replace(
-            probe, phase=probe.phase + 1, phase_started=now, remb_at_start=remb, proven=proven
-        )
-        rate = _probe_rate(ladder_bps, aim, nxt.rungs[nxt.phase], cfg)
-        return Decision(aim, "probing", rate), replace(state, probe=nxt)
-    done = _went_up(replace(state, probe=None, failures=0), history, now)
-    return Decision(proven, "probe"), done
+    total = _ramp_total(ladder_bps, aim, probe, now, cfg)
+    remb = history[-1].remb_bps if history else None
+    probe = _advance(probe, ladder_bps, aim, total, now, cfg, remb)
+    if probe.proven == 0:
+        done = _went_up(replace(state, probe=None, failures=0), history, now)
+        return Decision(0, "probe"), done
+    extra = total - _need(ladder_bps, aim, cfg)
+    return Decision(aim, "probing", extra), replace(state, probe=probe)
 
 
 def _went_up(state: AbrState, history: Sequence[Snapshot], now: float) -> AbrState:
     remb = history[-1].remb_bps if history else None
-    return replace(state, last_switch=now, remb_trusted=False, remb_peak=remb)
+    return replace(state, last_switch=now, remb_trusted=False, remb_peak=remb, probe_ended=now)
 
 
 def _may_probe(
@@ -258,10 +314,7 @@ def decide(
     if state.probe is not None:
         return _step_probe(history, ladder_bps, aim, state, now, cfg)
     if _may_probe(history, aim, state, now, cfg):
-        remb = history[-1].remb_bps
-        probe = Probe(
-            rungs=tuple(range(aim - 1, -1, -1)), phase=0, phase_started=now, remb_at_start=remb
-        )
-        rate = _probe_rate(ladder_bps, aim, aim - 1, cfg)
-        return Decision(aim, "probing", rate), replace(state, probe=probe)
+        probe = Probe(started=now, remb_peak=history[-1].remb_bps)
+        extra = _ramp_total(ladder_bps, aim, probe, now, cfg) - _need(ladder_bps, aim, cfg)
+        return Decision(aim, "probing", extra), replace(state, probe=probe)
     return Decision(aim, "hold"), state

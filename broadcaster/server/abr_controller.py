@@ -48,9 +48,17 @@ class ViewerAbr:
         self.history: deque[Snapshot] = deque(maxlen=HISTORY)
         self.last: Decision | None = None
         self.probe_bps = 0.0
+        self.rtx_bytes = 0  # retransmissions sent (NACK answers), counted by the session
         self._probe_task: asyncio.Task[None] | None = None
         self._auto_rung = switcher.target
         self._closed = False
+        feedback.on_loss = self._on_loss
+
+    def _on_loss(self) -> None:
+        # Probe traffic that overflows the bottleneck costs the viewer frames; stop it at
+        # the first report of loss. The next tick's decision sees the loss: it fails the
+        # phase, or (if the loss was slight) resumes the probe.
+        self.probe_bps = 0.0
 
     def pin(self, rung: int) -> None:
         if self.auto:
@@ -68,7 +76,9 @@ class ViewerAbr:
         self.switcher.select(self._auto_rung, "auto")
 
     def tick(self, now: float) -> None:
-        snap = self.feedback.snapshot(now, self.switcher.bytes_out, self.prober.bytes_sent)
+        snap = self.feedback.snapshot(
+            now, self.switcher.bytes_out, self.prober.bytes_sent, self.rtx_bytes
+        )
         self.history.append(snap)
         if not self.auto or self.switcher.current is None:
             return

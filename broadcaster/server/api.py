@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .feedback import Snapshot
 from .session import ViewerSession
 from .state import BROADCAST, VIEWERS
 
@@ -14,7 +15,22 @@ def _rung_name(session: ViewerSession, index: int | None) -> str | None:
     return None if index is None else session.broadcast.ladder[index].name
 
 
-def viewer_json(session: ViewerSession) -> dict[str, Any]:
+def _snapshot_json(s: Snapshot) -> dict[str, Any]:
+    return {
+        "t": round(s.t, 3),
+        "remb_kbps": None if s.remb_bps is None else round(s.remb_bps / 1000, 1),
+        "loss": None if s.loss is None else round(s.loss, 4),
+        "reports": s.reports,
+        "expected": s.expected,
+        "rtt_ms": None if s.rtt_ms is None else round(s.rtt_ms, 1),
+        "nack_per_s": round(s.nack_per_s, 1),
+        "sent_kbps": round(s.sent_bps / 1000, 1),
+        "probe_kbps": round(s.probe_bps / 1000, 1),
+        "rtx_kbps": round(s.rtx_bps / 1000, 1),
+    }
+
+
+def viewer_json(session: ViewerSession, history: bool = False) -> dict[str, Any]:
     switcher = session.switcher
     out: dict[str, Any] = {
         "id": session.public_id,
@@ -49,6 +65,8 @@ def viewer_json(session: ViewerSession) -> dict[str, Any]:
                 "decision": abr.last.reason if abr.last else None,
             }
         )
+        if history:
+            out["history"] = [_snapshot_json(s) for s in abr.history]
     return out
 
 
@@ -57,7 +75,8 @@ async def get_viewers(request: web.Request) -> web.Response:
     sessions: list[ViewerSession] = list(registry)
     return web.json_response(
         {
-            "viewers": [viewer_json(s) for s in sessions],
+            # ?history=1: each viewer's last ~10 s of feedback snapshots (for diagnosis).
+            "viewers": [viewer_json(s, request.query.get("history") == "1") for s in sessions],
             "switches": dict(request.app[BROADCAST].switches),
         }
     )

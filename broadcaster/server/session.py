@@ -15,10 +15,17 @@ from aiortc.rtp import RtpPacket
 
 from .abr_controller import ViewerAbr
 from .broadcast import Broadcast
+from .ratelimit import TokenBucket
 from .switcher import SwitcherTrack
 
 logger = logging.getLogger(__name__)
 
+# Retransmissions per viewer: at most this share of its rung's bitrate, with bursts
+# of up to this many seconds of it (a lost keyframe is resent at once).
+RTX_SHARE = 0.25
+RTX_BURST_S = 0.5
+# RTP + SRTP + UDP + IP headers of a retransmitted packet, roughly.
+RTP_OVERHEAD_BYTES = 60
 # An offer whose ICE/DTLS never completes is released after this many seconds.
 CONNECT_TIMEOUT = 15.0
 
@@ -44,6 +51,10 @@ class ViewerSession:
         # RTP timestamp = (pts + rtp_origin) mod 2^32 for this viewer's video; aiortc picks
         # the origin at random per sender, so we learn it once the first frame is out.
         self.rtp_origin: int | None = None
+        top_bytes_per_s = broadcast.ladder[0].bitrate_bps / 8
+        self._rtx_budget = TokenBucket(
+            burst=top_bytes_per_s * RTX_BURST_S, rate=top_bytes_per_s * RTX_SHARE
+        )
         self.created = time.time()
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
@@ -56,6 +67,26 @@ class ViewerSession:
             return True
         cutoff = (switches[-1].pts + self.rtp_origin) & 0xFFFFFFFF
         return (packet.timestamp - cutoff) & 0xFFFFFFFF < 0x80000000
+
+    def retransmit(self, packet: RtpPacket) -> bool:
+        """The NACK answer filter: worth it, and within budget? Counts what is resent.
+
+        The budget (a share of the current rung's bitrate) stops a NACK storm: on a
+        congested link every retransmission displaces new packets, which are then lost
+        and NACKed in turn. What is refused is recovered by a keyframe (PLI) instead.
+        """
+        if not self.worth_retransmitting(packet):
+            return False
+        size = len(packet.payload) + RTP_OVERHEAD_BYTES
+        rung = self.switcher.current if self.switcher.current is not None else 0
+        rung_bytes_per_s = self.broadcast.ladder[rung].bitrate_bps / 8
+        self._rtx_budget.rate = rung_bytes_per_s * RTX_SHARE
+        self._rtx_budget.burst = max(rung_bytes_per_s * RTX_BURST_S, 2 * size)
+        if not self._rtx_budget.take(size):
+            return False
+        if self.abr is not None:
+            self.abr.rtx_bytes += size
+        return True
 
     @property
     def closed(self) -> bool:

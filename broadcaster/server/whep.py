@@ -170,7 +170,7 @@ async def _negotiate(session: ViewerSession, offer_sdp: str, config: Config) -> 
         session.rtp_origin = (rtc_internals.last_rtp_timestamp(sender) - pts) & 0xFFFFFFFF
 
     session.switcher.on_sent = learn_rtp_origin
-    rtc_internals.filter_retransmissions(sender, session.worth_retransmitting)
+    rtc_internals.filter_retransmissions(sender, session.retransmit)
     video = next(t for t in pc.getTransceivers() if t.sender is sender)
     # Must precede setRemoteDescription: aiortc ignores preferences set later.
     video.setCodecPreferences(_codec_preferences(config.video.codec))

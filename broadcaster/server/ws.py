@@ -40,6 +40,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..bus.packet import CLOCK_RATE
 from .broadcast import Broadcast
+from .ratelimit import TokenBucket
 from .session import ViewerRegistry, ViewerSession
 from .state import BROADCAST, CONFIG, VIEWERS, WS_HUB
 
@@ -97,28 +98,6 @@ def _clean(value: str, *, keep_newlines: bool) -> str:
         if (keep_newlines and ch == "\n") or unicodedata.category(ch) not in _STRIP_CATEGORIES
     )
     return "".join(kept).strip()
-
-
-class TokenBucket:
-    """``burst`` tokens, refilled at ``rate`` per second; one message costs one token."""
-
-    def __init__(self, burst: float, rate: float) -> None:
-        self.burst = burst
-        self.rate = rate
-        self.tokens = burst
-        self._at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def retry_after(self) -> float:
-        return max(0.0, (1.0 - self.tokens) / self.rate)
 
 
 class WsClient:

@@ -691,6 +691,26 @@ class Timeline:
         got = window[-1].packets_received - window[0].packets_received
         return lost / (lost + got) if lost + got > 0 else None
 
+    def max_freeze_started_after_ms(self, after_t: float) -> float:
+        """Longest freeze that BEGAN after `after_t`, in ms. Chromium reports a freeze when
+        it ends (freezeCount/totalFreezesDuration), so its start is the report time less
+        its duration; a stall still going on (no new decoded frame) counts from its start."""
+        longest = 0.0
+        for a, b in zip(self.samples, self.samples[1:], strict=False):
+            if b.freeze_count > a.freeze_count:
+                duration = b.total_freezes_duration - a.total_freezes_duration
+                if b.t - duration >= after_t:
+                    longest = max(longest, duration * 1000)
+        stall_from: Sample | None = None
+        for a, b in zip(self.samples, self.samples[1:], strict=False):
+            if b.frames_decoded > a.frames_decoded:
+                stall_from = None
+                continue
+            stall_from = stall_from or a
+            if stall_from.t >= after_t:
+                longest = max(longest, b.ts - stall_from.ts)
+        return longest
+
     def max_freeze_ms(self, after_t: float = 0.0) -> float:
         """Longest freeze after `after_t`, in ms: the larger of Chromium's own freeze
         accounting (totalFreezesDuration grows when a freeze ENDS) and the longest span

@@ -25,11 +25,13 @@ def snap(
     sent: float = 2_500_000,
     rtt: float | None = 20.0,
     probe: float = 0.0,
+    rtx: float = 0.0,
 ) -> Snapshot:
     return Snapshot(
         t=t,
         remb_bps=remb,
         loss=loss,
+        expected=60,
         reports=1,
         jitter_ms=5.0,
         rtt_ms=rtt,
@@ -37,6 +39,7 @@ def snap(
         pli=0,
         sent_bps=sent,
         probe_bps=probe,
+        rtx_bps=rtx,
     )
 
 
@@ -49,11 +52,17 @@ class Browser:
 
     def __init__(self) -> None:
         self.remb: float | None = None
+        self.draining = 0  # ticks the overflowed bottleneck queue still drops packets
 
     def step(self, offered: float, cap: float | None, random_loss: float) -> tuple[float, float]:
         if cap is not None and offered > cap:
             self.remb = 0.85 * cap
+            self.draining = 2
             return self.remb, max(1 - cap / offered, random_loss)
+        if self.draining:
+            self.draining -= 1
+            assert self.remb is not None
+            return self.remb, max(0.3, random_loss)
         received = offered * (1 - random_loss)
         if self.remb is None:
             self.remb = 0.9 * received
@@ -119,7 +128,8 @@ DOWN_TABLE = [
     ("remb alone fits middle", {"remb": 1_100_000}, MID, "remb", QUIET),
     ("remb alone fits low only", {"remb": 400_000}, LOW, "remb", QUIET),
     ("remb below everything", {"remb": 150_000}, LOW, "remb", QUIET),
-    ("remb backed by some loss", {"remb": 1_100_000, "loss": 0.06}, MID, "remb", LOSSY),
+    ("remb with random loss is slow", {"remb": 1_100_000, "loss": 0.06}, MID, "remb", QUIET),
+    ("remb backed by rtt", {"remb": 1_100_000, "rtt": 120.0}, MID, "remb", LOSSY),
     ("heavy loss", {"loss": 0.7}, LOW, "loss", CFG.loss_hold),
     ("loss at 15 % steps down", {"loss": 0.15}, MID, "loss", CFG.loss_hold),
     ("random 5 % loss holds", {"loss": 0.05}, TOP, None, 0),
@@ -167,13 +177,13 @@ def test_nothing_moves_during_startup_grace() -> None:
 
 def test_no_second_down_while_settling_unless_much_worse() -> None:
     run = Run().run(5.0)
-    run.run(1.0, remb=1_000_000, loss=0.06)  # some loss: the quick down_hold applies
+    run.run(1.0, remb=1_000_000, rtt=120.0)  # a queue filling: the quick down_hold applies
     assert run.aim == MID
     # Just under the middle rung's need during down_settle: hold...
-    run.run(1.0, remb=550_000, loss=0.06)
+    run.run(1.0, remb=550_000, rtt=120.0)
     assert run.aim == MID
     # ...but a collapse still moves at once.
-    run.run(1.0, remb=200_000, loss=0.06)
+    run.run(1.0, remb=200_000, rtt=120.0)
     assert run.aim == LOW
 
 
@@ -190,14 +200,22 @@ def test_no_probe_without_headroom_conditions() -> None:
     assert "probing" not in run.reasons()
 
 
-def test_probe_climbs_phase_by_phase_to_top() -> None:
+def test_probe_ramps_to_the_top_and_switches_once() -> None:
     run = Run(aim=LOW).run(20.0)
     ups = run.switches()
-    assert ups and ups[0][1:] == (TOP, "probe")  # both phases passed: one switch, to the top
+    assert ups and ups[0][1:] == (TOP, "probe")  # proved all the way: one switch, to the top
     probes = [d.probe_bps for _, d in run.decisions if d.reason == "probing"]
     need = [r * CFG.overhead for r in LADDER]
-    assert probes[0] == pytest.approx(need[MID] - need[LOW])  # phase 1 fills to 360p
-    assert probes[-1] == pytest.approx(need[TOP] - need[LOW])  # phase 2 fills to 720p
+    # A geometric ramp: the total grows by probe_growth per second, up to the top's need.
+    totals = [need[LOW] + p for p in probes]
+    step = CFG.probe_growth**TICK
+    assert totals[0] == pytest.approx(need[LOW] * step)
+    for a, b in zip(totals, totals[1:], strict=False):
+        assert b == pytest.approx(min(a * step, need[TOP]))
+    assert totals[-1] == pytest.approx(need[TOP])
+    # It held the top's rate for probe_hold before switching.
+    held = sum(TICK for t in totals if t == pytest.approx(need[TOP]))
+    assert held >= CFG.probe_hold
     # No probe traffic once on the top rung.
     assert all(d.probe_bps == 0 for t, d in run.decisions if t > ups[0][0])
 
@@ -219,7 +237,8 @@ def test_failed_probe_backs_off_and_does_not_switch() -> None:
     ]
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     # ...and they come ever less often, up to the cap on back-off.
-    assert gaps == sorted(gaps) and max(gaps) <= CFG.probe_backoff_max + 2 * TICK
+    # (gap = back-off + the ramp until it fails, well under 2 s here)
+    assert gaps == sorted(gaps) and max(gaps) <= CFG.probe_backoff_max + 2.0
     assert max(gaps) >= CFG.probe_backoff_max
 
 
@@ -227,7 +246,7 @@ def test_partial_probe_takes_the_rung_it_proved() -> None:
     cfg = replace(CFG, up_after_down=1.0)
     run = Run(aim=LOW, joined=-100, cfg=cfg).run(0.25, cap=1_500_000)
     assert run.decisions[-1][1].reason == "probing"
-    run.run(cfg.probe_phase + 1.0, cap=1_500_000)  # 360p passes, 720p overflows the link
+    run.run(5.0, cap=1_500_000)  # the ramp covers 360p for long enough, then overflows
     assert run.aim == MID and run.switches()[-1][2] == "probe"
 
 
@@ -288,3 +307,31 @@ def test_one_heavy_report_among_light_ones_is_noise() -> None:
     for i in range(40):
         run.run(0.25, loss=0.14 if i % 2 else 0.02)
     assert run.switches() == []
+
+
+def test_loss_caused_by_a_failed_probe_does_not_move_down() -> None:
+    """A probe overflows a 1.2 Mbit/s link; the loss it causes is its own, not the rung's."""
+    run = Run(aim=MID, joined=-100).run(30.0, cap=1_200_000)
+    assert "probe-failed" in run.reasons()
+    assert run.switches() == []
+
+
+def test_no_second_step_while_the_old_rung_drains() -> None:
+    """After a down-switch little is sent (old rung stopped, keyframe pending) while the
+    queue still drops: that is not a sign the new rung won't fit."""
+    run = Run().run(5.0)
+    run.run(0.25, loss=0.55)  # 2.75 Mbit/s into a 1.2 Mbit/s link
+    assert run.switches()[-1][1] == MID
+    run.run(0.75, loss=0.55, sent=20_000)  # draining: almost nothing sent, still lossy
+    assert run.aim == MID and len(run.switches()) == 1
+
+
+def test_retransmissions_count_in_what_was_offered() -> None:
+    """2.75 Mbit/s of media plus 1.1 of NACK answers into a 1.2 Mbit/s link loses 69 %:
+    the link still carries the middle rung, which media-only arithmetic would miss."""
+    run = Run().run(5.0)
+    run.run(1.0, loss=0.69, rtx=1_100_000)
+    assert run.switches()[0][1:] == (MID, "loss")
+    run2 = Run().run(5.0)
+    run2.run(1.0, loss=0.69)
+    assert run2.switches()[0][1:] == (LOW, "loss")
