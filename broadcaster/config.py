@@ -89,8 +89,10 @@ class AbrConfig:
     # rung's need towards the top rung's); a rung is proven once covered this long.
     probe_growth: float = 1.6
     probe_hold: float = 0.5
-    # A probe fails on loss above this, or REMB falling below this share of its peak.
+    # A probe fails on loss above this, RTT this far above its lowest, or REMB falling
+    # below this share of its peak.
     probe_loss: float = 0.05
+    probe_rtt_rise_ms: float = 60.0
     probe_remb_drop: float = 0.85
     # After a failed probe wait this long, doubling per failure up to the max.
     probe_backoff: float = 3.0

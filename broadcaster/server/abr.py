@@ -191,9 +191,17 @@ def _ramp_total(
     return min(_need(ladder_bps, aim, cfg) * growth, _need(ladder_bps, 0, cfg))
 
 
-def _probe_failed(probe: Probe, history: Sequence[Snapshot], cfg: AbrConfig) -> bool:
+def _probe_failed(
+    probe: Probe, history: Sequence[Snapshot], state: AbrState, cfg: AbrConfig
+) -> bool:
     during = [s for s in history if s.t > probe.started]
     if any(s.loss is not None and s.loss > cfg.probe_loss for s in during):
+        return True
+    # A queue building: the RTT (kept fresh by extra sender reports) rises well before
+    # the queue overflows into loss.
+    base = state.min_rtt_ms
+    fresh = [s.rtt_ms for s in during if s.t > probe.started + PROBE_STEP]
+    if base is not None and any(r is not None and r - base > cfg.probe_rtt_rise_ms for r in fresh):
         return True
     latest = during[-1].remb_bps if during else None
     peak = probe.remb_peak
@@ -239,7 +247,7 @@ def _step_probe(
 ) -> tuple[Decision, AbrState]:
     probe = state.probe
     assert probe is not None
-    if _probe_failed(probe, history, cfg):
+    if _probe_failed(probe, history, state, cfg):
         if probe.proven is None:
             return Decision(aim, "probe-failed"), _backoff(state, now, cfg)
         # Part of the way proved: take that rung, but don't retry the rest at once.

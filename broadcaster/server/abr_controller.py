@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 TICK = 0.25  # seconds between policy decisions (Chrome sends ~4 receiver reports/s)
 HISTORY = 40  # snapshots kept per viewer (10 s)
 PROBE_PACE = 0.02  # seconds between probe bursts
+# While probing, a sender report this often keeps the RTT fresh (the viewer answers each
+# with its next receiver report): the earliest sign of a queue building.
+PROBE_SR_INTERVAL = 0.2
 
 
 class ViewerAbr:
@@ -100,9 +103,14 @@ class ViewerAbr:
             self._probe_task = asyncio.ensure_future(self._pace_probe())
 
     async def _pace_probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sr = loop.time()
         try:
             while self.probe_bps > 0 and not self._closed:
                 await self.prober.send(int(self.probe_bps * PROBE_PACE / 8))
+                if loop.time() >= next_sr:
+                    next_sr = loop.time() + PROBE_SR_INTERVAL
+                    await self.prober.measure_rtt()
                 await asyncio.sleep(PROBE_PACE)
         except Exception:  # probing is an optimisation: never let it hurt the session
             logger.exception("probe failed")

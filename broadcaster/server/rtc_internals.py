@@ -20,7 +20,7 @@ import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCRtpSender, RTCRtpTransceiver
 from aiortc.clock import current_ntp_time
-from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket, wrap_rtx
+from aiortc.rtp import RTP_HISTORY_SIZE, RtcpSenderInfo, RtcpSrPacket, RtpPacket, wrap_rtx
 from aiortc.utils import uint16_add
 
 logger = logging.getLogger(__name__)
@@ -182,6 +182,34 @@ def use_port_range(port_min: int, port_max: int) -> None:
     aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
 
 
+async def send_sender_report(sender: RTCRtpSender, clock_rate: int = 90_000) -> bool:
+    """Send an RTCP sender report now (aiortc sends one every 0.5-1.5 s on its own).
+
+    The viewer answers with its next receiver report, whose LSR/DLSR give a fresh RTT:
+    during a probe that is how a queue building at the bottleneck shows up before it
+    overflows. The NTP/RTP pair is extrapolated from the last packet sent, so it stays
+    consistent with aiortc's own reports.
+    """
+    s = sender
+    last_ntp = int(getattr(s, "_RTCRtpSender__ntp_timestamp", 0))
+    if not last_ntp:
+        return False
+    now_ntp = current_ntp_time()
+    elapsed = max(0, now_ntp - last_ntp) / (1 << 32)
+    rtp = (int(s._RTCRtpSender__rtp_timestamp) + int(elapsed * clock_rate)) & 0xFFFFFFFF  # type: ignore[attr-defined]
+    report = RtcpSrPacket(
+        ssrc=s._ssrc,
+        sender_info=RtcpSenderInfo(
+            ntp_timestamp=now_ntp,
+            rtp_timestamp=rtp,
+            packet_count=int(s._RTCRtpSender__packet_count) & 0xFFFFFFFF,  # type: ignore[attr-defined]
+            octet_count=int(s._RTCRtpSender__octet_count) & 0xFFFFFFFF,  # type: ignore[attr-defined]
+        ),
+    )
+    await s._send_rtcp([report])
+    return True
+
+
 class ProbeSender:
     """Sends probe traffic for one video sender: RTX copies of recently sent packets.
 
@@ -196,6 +224,9 @@ class ProbeSender:
         self._sender = sender
         self._cursor = 0
         self.bytes_sent = 0
+
+    async def measure_rtt(self) -> bool:
+        return await send_sender_report(self._sender)
 
     @property
     def available(self) -> bool:

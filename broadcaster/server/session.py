@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 # Retransmissions per viewer: at most this share of its rung's bitrate, with bursts
 # of up to this many seconds of it (a lost keyframe is resent at once).
 RTX_SHARE = 0.25
-RTX_BURST_S = 0.5
+RTX_BURST_S = 0.2
 # RTP + SRTP + UDP + IP headers of a retransmitted packet, roughly.
 RTP_OVERHEAD_BYTES = 60
 # An offer whose ICE/DTLS never completes is released after this many seconds.

@@ -335,3 +335,11 @@ def test_retransmissions_count_in_what_was_offered() -> None:
     run2 = Run().run(5.0)
     run2.run(1.0, loss=0.69)
     assert run2.switches()[0][1:] == (LOW, "loss")
+
+
+def test_probe_stops_when_the_queue_builds_before_any_loss() -> None:
+    run = Run(aim=MID, joined=-100).run(0.5, rtt=10.0)
+    assert run.decisions[-1][1].reason == "probing"
+    run.run(0.5, rtt=90.0)  # 80 ms of queue: no loss yet, but the ramp must stop
+    assert "probe-failed" in run.reasons() and run.aim == MID
+    assert run.decisions[-1][1].probe_bps == 0

@@ -118,3 +118,27 @@ async def test_probe_sender_needs_rtx_and_history() -> None:
     assert not probe.available  # nothing negotiated yet
     assert await probe.send(5000) == 0
     await pc.close()
+
+
+async def test_sender_report_on_demand() -> None:
+    from aiortc.clock import current_ntp_time
+    from aiortc.rtp import RtcpSrPacket
+
+    pc, sender = await _sender()
+    assert not await rtc_internals.send_sender_report(sender)  # nothing sent yet
+    sent: list[object] = []
+
+    async def capture(packets: list[object]) -> None:
+        sent.extend(packets)
+
+    sender._send_rtcp = capture  # type: ignore[method-assign]
+    sender._RTCRtpSender__ntp_timestamp = current_ntp_time() - (1 << 31)  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = 1000  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count = 5  # type: ignore[attr-defined]
+    assert await rtc_internals.send_sender_report(sender)
+    (sr,) = sent
+    assert isinstance(sr, RtcpSrPacket) and sr.ssrc == rtc_internals.sender_ssrc(sender)
+    # Half a second after the last packet: its RTP time advanced by 45000 ticks at 90 kHz.
+    assert abs(sr.sender_info.rtp_timestamp - 46000) < 900
+    assert sr.sender_info.packet_count == 5
+    await pc.close()
