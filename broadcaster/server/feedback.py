@@ -67,6 +67,8 @@ class FeedbackCollector:
         self.pli_total = 0
         self._reports = 0
         self._last_t = started
+        self._heard = 0
+        self.last_heard = started  # when the last interval with any RTCP ended
         self._last_nacks = 0
         self._last_pli = 0
         self._last_sent = 0
@@ -74,6 +76,7 @@ class FeedbackCollector:
         self._last_rtx = 0
 
     def on_rtcp(self, packet: object, ntp_now: int) -> None:
+        self._heard += 1
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             for report in packet.reports:
                 if report.ssrc == self.ssrc:
@@ -148,4 +151,11 @@ class FeedbackCollector:
         self._last_probe = probe_bytes
         self._last_rtx = rtx_bytes
         self._reports = 0
+        if self._heard:
+            self.last_heard = now
+            self._heard = 0
         return snap
+
+    def silent_for(self, now: float) -> float:
+        """Seconds without any RTCP from this viewer (as of the last snapshot)."""
+        return now - self.last_heard

@@ -28,6 +28,10 @@ RTX_BURST_S = 0.2
 RTP_OVERHEAD_BYTES = 60
 # An offer whose ICE/DTLS never completes is released after this many seconds.
 CONNECT_TIMEOUT = 15.0
+# A connected viewer that sends no RTCP for this long is gone (browsers send several
+# reports a second; aiortc about one a second).
+SILENT_TIMEOUT = 10.0
+SILENCE_CHECK = 1.0
 
 Mode = Literal["auto", "pinned"]
 
@@ -94,10 +98,21 @@ class ViewerSession:
 
     def start_watchdog(self, registry: ViewerRegistry) -> None:
         async def watch() -> None:
-            await asyncio.sleep(CONNECT_TIMEOUT)
-            if self.pc.connectionState != "connected":
-                logger.info("viewer %s never connected; closing", self.id[:8])
-                await registry.close(self.id)
+            started = time.monotonic()
+            while True:
+                await asyncio.sleep(SILENCE_CHECK)
+                now = time.monotonic()
+                if self.pc.connectionState != "connected":
+                    if now - started > CONNECT_TIMEOUT:
+                        logger.info("viewer %s never connected; closing", self.id[:8])
+                        break
+                    continue
+                # A viewer that vanished without DELETE (tab killed, network gone) stops
+                # sending RTCP at once; aiortc itself would notice only after ~30 s.
+                if self.abr is not None and self.abr.feedback.silent_for(now) > SILENT_TIMEOUT:
+                    logger.info("viewer %s silent for %.0f s; closing", self.id[:8], SILENT_TIMEOUT)
+                    break
+            await registry.close(self.id)
 
         self._watchdog = asyncio.ensure_future(watch())
 
