@@ -20,6 +20,7 @@ from .broadcast import Broadcast
 from .errors import json_error
 from .feedback import FeedbackCollector
 from .ice import announce, ice_link_headers, rtc_configuration
+from .offer_guard import check_offer
 from .session import ViewerSession
 from .state import BROADCAST, CONFIG, VIEWERS
 from .switcher import SwitcherTrack
@@ -91,8 +92,9 @@ async def post_whep(request: web.Request) -> web.Response:
         offer_sdp = body.decode("utf-8")
     except UnicodeDecodeError:
         return json_error(400, "offer is not UTF-8 text")
-    if "m=video" not in offer_sdp:
-        return json_error(400, "offer has no video m-line")
+    problem = check_offer(offer_sdp)
+    if problem is not None:
+        return json_error(400, problem)
     if broadcast.error is not None:
         return json_error(503, f"broadcast unavailable: {broadcast.error}")
 

@@ -164,8 +164,8 @@ async def test_offer_without_candidates_then_trickle_patch(
     ("body", "content_type", "status", "words"),
     [
         ("v=0", "text/plain", 415, "Content-Type"),
-        ("garbage", "application/sdp", 400, "video"),
-        ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "application/sdp", 400, "cannot use"),
+        ("garbage", "application/sdp", 400, "v=0"),
+        ("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "application/sdp", 400, "fingerprint"),
         ("x" * (65 * 1024) + "m=video", "application/sdp", 413, "larger"),
     ],
 )
