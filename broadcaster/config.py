@@ -71,7 +71,7 @@ class AbrConfig:
     # estimate up; a REMB dip with a clean link (a keyframe, a CPU hiccup on either side)
     # must last down_hold_quiet.
     down_hold: float = 0.75
-    down_hold_quiet: float = 3.0
+    down_hold_quiet: float = 5.0
     # Heavy loss must last this long (several receiver reports) to count on its own.
     loss_hold: float = 1.0
     # After a down-switch, only a much worse reading moves down again this soon.

@@ -147,7 +147,7 @@ def test_down_rules(
     run = Run().run(5.0)  # settle on a good link past the startup grace
     assert run.aim == TOP and run.switches() == []
     start = run.t
-    run.run(3.0, **link)
+    run.run(CFG.down_hold_quiet + 1.0, **link)
     if reason is None:
         assert run.switches() == []
     else:
