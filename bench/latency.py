@@ -38,28 +38,20 @@ from typing import Any
 
 import aiohttp
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from chromium import CHROMIUM, QUIET_ARGS  # noqa: E402  (shared with the browser tests)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OUT = BENCH / "out"
-CHROMIUM = "/usr/bin/chromium"
+
 START_TIMEOUT = 30.0  # server healthy
 PLAY_TIMEOUT = 20.0  # first latency reading on the page
 STOP_TIMEOUT = 10.0  # graceful stop before SIGKILL
 SAMPLE_EVERY = 0.1
 # Same switches as the e2e tests (tests/e2e/conftest.py explains them); mDNS-hidden host
 # candidates must be off for the loopback server to reach the browser.
-BASE_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--no-pings",
-    "--autoplay-policy=no-user-gesture-required",
-]
+BASE_ARGS = list(QUIET_ARGS)
 OUR_DISABLED_FEATURES = ["WebRtcHideLocalIpsWithMdns"]
 
 

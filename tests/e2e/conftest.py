@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from chromium import CHROMIUM, QUIET_ARGS, require_chromium
 
 from broadcaster.config import load_config
 from broadcaster.server import whep
@@ -29,25 +29,12 @@ from broadcaster.server.service import Service
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
-CHROMIUM = "/usr/bin/chromium"
 
 # Features we need off: without this Chromium hides its host candidates behind
 # <uuid>.local mDNS names.
 OUR_DISABLED_FEATURES = ("WebRtcHideLocalIpsWithMdns",)
 
-BASE_ARGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-domain-reliability",
-    "--no-pings",
-    "--autoplay-policy=no-user-gesture-required",
-)
+BASE_ARGS = QUIET_ARGS
 
 _DISABLE_RE = re.compile(r"--disable-features=(\S*)")
 
@@ -128,8 +115,7 @@ async def service(whep_deletes: list[tuple[str, int]]) -> AsyncIterator[Service]
 
 @pytest_asyncio.fixture
 async def browser(service: Service) -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    require_chromium()
     async with playwright_api.async_playwright() as pw:
         theirs = await playwright_disable_features_switch(pw)
         ours = merged_disable_features(theirs)

@@ -47,6 +47,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chromium import CHROMIUM, QUIET_ARGS
+
 logger = logging.getLogger(__name__)
 
 SERVER_IP = "10.200.0.1"
@@ -62,23 +64,12 @@ LINE_OPTS = "burst 256k cburst 256k quantum 60000"
 UNCAPPED_QUEUE_BYTES = 1_000_000
 MIN_QUEUE_BYTES = 3000  # two full-size packets: a smaller bfifo drops everything bigger
 NFT_TABLE = "bc_loss"
-CHROMIUM = "/usr/bin/chromium"
 DEFAULT_PORT = 8080
 # multiprocessing's resource tracker outlives the server for a moment: let it go by itself.
 LEFTOVER_GRACE_S = 2.0  # the namespace is ours: every port is free
 
 BROWSER_ARGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-domain-reliability",
-    "--no-pings",
-    "--autoplay-policy=no-user-gesture-required",
+    *QUIET_ARGS,
     # No name resolves except the page's IP literal (which must be EXCLUDEd, or goto fails).
     f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE {SERVER_IP}",
     # Without this Chromium hides its host candidates behind <uuid>.local mDNS names. The

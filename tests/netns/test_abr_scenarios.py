@@ -9,14 +9,14 @@ its timeline to bench/out/abr_<name>.{json,png}. Defaults only: no tuning per sc
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import require_chromium
 
-from .harness import CHROMIUM, NetnsPair, Timeline
+from .harness import NetnsPair, Timeline
 from .test_harness import sleep_until, wait_for_sample
 
 pytestmark = [pytest.mark.netns, pytest.mark.browser, pytest.mark.slow]
@@ -31,19 +31,11 @@ SERVER_POLL_S = 5.0  # the server keeps ~10 s of snapshots: poll well within tha
 Scenario = Callable[[Any, NetnsPair, Timeline], Awaitable[None]]
 
 
-def _need_chromium() -> None:
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} not installed (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 async def run_scenario(name: str, scenario: Scenario, initial_cap: int | None) -> Timeline:
     """Namespaces, server, Chromium, timeline; the scenario drives the link."""
     from playwright.async_api import async_playwright
 
-    _need_chromium()
+    require_chromium()
     pair = NetnsPair()
     timeline: Timeline | None = None
     try:

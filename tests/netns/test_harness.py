@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import require_chromium
 
 from .harness import (
-    CHROMIUM,
     SERVER_DEV,
     SERVER_IP,
     NetnsPair,
@@ -287,11 +287,7 @@ async def play_scenario(pair: NetnsPair, timeline_box: list[Timeline]) -> None:
 @pytest.mark.slow
 async def test_viewer_in_namespace_sees_cap_and_loss() -> None:
     pytest.importorskip("playwright.async_api")
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} not installed (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_chromium()
     before = root_view()
     pair = NetnsPair()
     names = {pair.server_ns, pair.viewer_ns}
