@@ -47,7 +47,36 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", nargs="?", help=f"default: ./{DEFAULT_CONFIG_NAME}")
+    sign = sub.add_parser("sign-link", help="print a signed, expiring view link")
+    sign.add_argument(
+        "--config", help=f"config file with auth.link_secret (default: ./{DEFAULT_CONFIG_NAME})"
+    )
+    sign.add_argument("--ttl", type=int, help="seconds the link stays valid (auth.link_ttl)")
+    sign.add_argument("--base", help="page URL to sign for (default: from server.host/port)")
     return p
+
+
+def _sign_link(args: argparse.Namespace) -> int:
+    import time
+
+    from .server.auth import sign_view_token
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        sys.stderr.write(f"config error: {exc}\n")
+        return EXIT_CONFIG
+    if not config.auth.link_secret:
+        sys.stderr.write("config error: auth.link_secret: required to sign links\n")
+        return EXIT_CONFIG
+    ttl = args.ttl if args.ttl is not None else config.auth.link_ttl
+    if ttl <= 0:
+        sys.stderr.write("error: --ttl must be positive\n")
+        return EXIT_CONFIG
+    base = args.base or f"http://{config.server.host}:{config.server.port}/"
+    token = sign_view_token(config.auth.link_secret, int(time.time()) + ttl)
+    print(f"{base}{'&' if '?' in base else '?'}token={token}")
+    return 0
 
 
 def _status_line(service: object) -> str:
@@ -122,6 +151,8 @@ async def _serve(config: Config, source: str, quiet: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "sign-link":
+        return _sign_link(args)
     if args.command == "check-config":
         try:
             config = _load(args.path)

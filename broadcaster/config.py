@@ -31,6 +31,11 @@ class IceServer:
     urls: tuple[str, ...]
     username: str | None = None
     credential: str | None = None
+    # TURN REST (draft-uberti-behave-turn-rest): with a shared secret, every viewer gets
+    # its own credentials that expire after `ttl` seconds; `username` is then the user
+    # part after the expiry ("<expiry>:<username>").
+    secret: str | None = None
+    ttl: int = 300
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,41 @@ class AbrConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """What one client, or all of them together, may take; 0 means unlimited."""
+
+    # WHEP sessions at once; the next offer gets 503 with Retry-After.
+    max_viewers: int = 500
+    retry_after: int = 10  # seconds, in 503/429 answers
+    # WHEP offers per client IP per minute (bursts up to the same number); 429 above it.
+    offers_per_minute: int = 60
+    # WebSocket (/ws): open sockets, largest text frame, messages per second (with a burst).
+    ws_max_connections: int = 1000
+    ws_max_message_bytes: int = 8192
+    ws_messages_per_second: float = 20.0
+    ws_message_burst: int = 40
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Off by default. Tokens are compared in constant time; none is ever logged."""
+
+    # Bearer tokens that may watch (WHEP POST and /ws). Empty and no link_secret: open.
+    view_tokens: tuple[str, ...] = ()
+    # Bearer tokens for the control API (/api/viewers, /metrics). Empty: open.
+    control_tokens: tuple[str, ...] = ()
+    # Bearer tokens that may publish (WHIP, once it exists).
+    publish_tokens: tuple[str, ...] = ()
+    # HMAC key for signed, expiring view links (`broadcaster sign-link`).
+    link_secret: str = ""
+    link_ttl: int = 3600  # default lifetime of a signed link, seconds
+
+    @property
+    def view_required(self) -> bool:
+        return bool(self.view_tokens or self.link_secret)
+
+
+@dataclass(frozen=True)
 class Rung:
     name: str
     width: int
@@ -126,6 +166,8 @@ class Config:
     video: VideoConfig = field(default_factory=VideoConfig)
     ladder: tuple[Rung, ...] = DEFAULT_LADDER
     abr: AbrConfig = field(default_factory=AbrConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     def rung(self, name: str) -> Rung:
         for rung in self.ladder:
@@ -165,7 +207,7 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def parse_config(data: dict[str, Any]) -> Config:
-    _check_keys("", data, ("server", "ice", "video", "ladder", "abr"))
+    _check_keys("", data, ("server", "ice", "video", "ladder", "abr", "limits", "auth"))
     server = _section(ServerConfig, "server", data.get("server", {}))
     _check_server(server)
     ice = _parse_ice(data.get("ice", {}))
@@ -174,7 +216,12 @@ def parse_config(data: dict[str, Any]) -> Config:
     ladder = _parse_ladder(data["ladder"]) if "ladder" in data else DEFAULT_LADDER
     abr = _section(AbrConfig, "abr", data.get("abr", {}))
     _check_abr(abr)
-    return Config(server=server, ice=ice, video=video, ladder=ladder, abr=abr)
+    limits = _section(LimitsConfig, "limits", data.get("limits", {}))
+    _check_limits(limits)
+    auth = _parse_auth(data.get("auth", {}))
+    return Config(
+        server=server, ice=ice, video=video, ladder=ladder, abr=abr, limits=limits, auth=auth
+    )
 
 
 # ---------------------------------------------------------------- helpers
@@ -254,6 +301,52 @@ def _check_abr(a: AbrConfig) -> None:
         raise ConfigError("abr.probe_backoff: must not exceed abr.probe_backoff_max")
 
 
+_LIMIT_RANGES = {
+    "max_viewers": (0, 100_000),
+    "retry_after": (1, 3600),
+    "offers_per_minute": (0, 100_000),
+    "ws_max_connections": (0, 100_000),
+    "ws_max_message_bytes": (256, 1024 * 1024),
+    "ws_messages_per_second": (0.1, 10_000),
+    "ws_message_burst": (1, 100_000),
+}
+
+
+def _check_limits(limits: LimitsConfig) -> None:
+    for name, (low, high) in _LIMIT_RANGES.items():
+        value = getattr(limits, name)
+        if not low <= value <= high:
+            raise ConfigError(f"limits.{name}: must be {low}-{high}, got {value}")
+
+
+# A bearer token is a password: short ones can be guessed over the network.
+MIN_TOKEN_CHARS = 16
+MIN_SECRET_CHARS = 32
+
+
+def _parse_auth(table: Any) -> AuthConfig:
+    names = tuple(f.name for f in fields(AuthConfig))
+    _check_keys("auth.", table, names)
+    lists = {}
+    for name in ("view_tokens", "control_tokens", "publish_tokens"):
+        tokens = _str_list(f"auth.{name}", table.get(name, []))
+        for i, token in enumerate(tokens):
+            # The message names the position, never the token itself.
+            if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+                raise ConfigError(
+                    f"auth.{name}[{i}]: must be at least {MIN_TOKEN_CHARS} characters "
+                    "without spaces"
+                )
+        lists[name] = tokens
+    secret = _value("auth.link_secret", table.get("link_secret", ""), "str")
+    if secret and len(secret) < MIN_SECRET_CHARS:
+        raise ConfigError(f"auth.link_secret: must be at least {MIN_SECRET_CHARS} characters")
+    ttl = _value("auth.link_ttl", table.get("link_ttl", 3600), "int")
+    if not 1 <= ttl <= 366 * 86400:
+        raise ConfigError(f"auth.link_ttl: must be 1-{366 * 86400} seconds, got {ttl}")
+    return AuthConfig(link_secret=secret, link_ttl=ttl, **lists)
+
+
 def _str_list(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -270,21 +363,14 @@ def _parse_ice(table: Any) -> IceConfig:
         raise ConfigError("ice.servers: must be an array of tables ([[ice.servers]])")
     for i, raw in enumerate(raw_servers):
         key = f"ice.servers[{i}]"
-        _check_keys(f"{key}.", raw, ("urls", "username", "credential"))
+        _check_keys(f"{key}.", raw, ("urls", "username", "credential", "secret", "ttl"))
         if "urls" not in raw:
             raise ConfigError(f"{key}.urls: required")
         urls = _str_list(f"{key}.urls", raw["urls"])
         for url in urls:
             if not url.startswith(("stun:", "turn:", "turns:")):
                 raise ConfigError(f"{key}.urls: {url!r} must start with stun:, turn: or turns:")
-        username = raw.get("username")
-        credential = raw.get("credential")
-        for k, v in (("username", username), ("credential", credential)):
-            if v is not None:
-                _value(f"{key}.{k}", v, "str")
-        if any(u.startswith("turn") for u in urls) and (username is None or credential is None):
-            raise ConfigError(f"{key}: a TURN server needs username and credential")
-        servers.append(IceServer(urls=urls, username=username, credential=credential))
+        servers.append(_parse_ice_server(key, raw, urls))
     addresses = _str_list("ice.addresses", table.get("addresses", []))
     for addr in addresses:
         try:
@@ -312,6 +398,30 @@ def _parse_ice(table: Any) -> IceConfig:
         port_max=port_max,
         announce=announce,
     )
+
+
+def _parse_ice_server(key: str, raw: dict[str, Any], urls: tuple[str, ...]) -> IceServer:
+    username = raw.get("username")
+    credential = raw.get("credential")
+    secret = raw.get("secret")
+    for k, v in (("username", username), ("credential", credential), ("secret", secret)):
+        if v is not None:
+            _value(f"{key}.{k}", v, "str")
+    ttl = _value(f"{key}.ttl", raw.get("ttl", 300), "int")
+    if not 10 <= ttl <= 86400:
+        raise ConfigError(f"{key}.ttl: must be 10-86400 seconds, got {ttl}")
+    if secret is not None:
+        if credential is not None:
+            raise ConfigError(f"{key}: give either credential (static) or secret (TURN REST)")
+        if not any(u.startswith("turn") for u in urls):
+            raise ConfigError(f"{key}.secret: TURN REST credentials need a turn: or turns: url")
+        if not secret:
+            raise ConfigError(f"{key}.secret: must not be empty")
+    elif any(u.startswith("turn") for u in urls) and (username is None or credential is None):
+        raise ConfigError(
+            f"{key}: a TURN server needs username and credential, or a secret (TURN REST)"
+        )
+    return IceServer(urls=urls, username=username, credential=credential, secret=secret, ttl=ttl)
 
 
 _RUNG_FIELDS = ("name", "width", "height", "fps", "bitrate")

@@ -18,6 +18,7 @@ class WhepViewer:
     )
     location: str | None = None
     links: list[str] = field(default_factory=list)
+    token: str | None = None  # sent as Authorization: Bearer
     track: MediaStreamTrack | None = None
     _track_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -36,13 +37,18 @@ class WhepViewer:
         async with session.post(
             self.base_url + "whep",
             data=self.pc.localDescription.sdp,
-            headers={"Content-Type": "application/sdp"},
+            headers=self._headers({"Content-Type": "application/sdp"}),
         ) as resp:
             body = await resp.text()
             assert resp.status == 201, (resp.status, body)
             self.location = resp.headers["Location"]
             self.links = resp.headers.getall("Link", [])
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+
+    def _headers(self, headers: dict[str, str]) -> dict[str, str]:
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
 
     @property
     def layer_url(self) -> str:

@@ -66,8 +66,14 @@ let connecting = false;
 let leaving = false;
 let helloFor = null; // session id of the last hello sent: its error means "unknown to us"
 
+// A token from the page's own link (?token=...): a bearer token or a signed, expiring view
+// link. WHEP gets it as a header; the WebSocket, which cannot carry headers, as a query.
+const TOKEN = new URLSearchParams(location.search).get("token");
+const AUTH = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+const WS_QUERY = TOKEN ? `?token=${encodeURIComponent(TOKEN)}` : "";
+
 const control = new ControlSocket(
-  `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+  `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${WS_QUERY}`,
   onControlMessage,
   onControlStatus,
 );
@@ -147,7 +153,7 @@ function hangUp() {
   control.session = null; // a reopened socket must not announce a session we hung up
   latency.reset();
   stats.reset();
-  if (where) fetch(where, { method: "DELETE", keepalive: true }).catch(() => {});
+  if (where) fetch(where, { method: "DELETE", keepalive: true, headers: AUTH }).catch(() => {});
   if (player.pc) {
     player.pc.close();
     player.pc = null;
@@ -219,7 +225,7 @@ async function connect() {
   await waitForIce(pc, 2000);
   const res = await fetch("/whep", {
     method: "POST",
-    headers: { "Content-Type": "application/sdp" },
+    headers: { "Content-Type": "application/sdp", ...AUTH },
     body: pc.localDescription.sdp,
   });
   if (res.status !== 201) {
@@ -228,7 +234,8 @@ async function connect() {
     pc.close();
     if (player.pc === pc) player.pc = null;
     const text = `server refused: ${res.status}${detail ? ` (${detail})` : ""}`;
-    if (res.status >= 500) scheduleRetry(text); // e.g. 503 while the capture restarts
+    // 503 while the capture restarts or the server is full, 429 when offering too often.
+    if (res.status >= 500 || res.status === 429) scheduleRetry(text);
     else setState("error", text);
     return;
   }
@@ -236,7 +243,7 @@ async function connect() {
   const where = new URL(res.headers.get("Location"), res.url).href;
   if (pc !== player.pc) {
     // Superseded (page hidden or a newer attempt) while the offer was in flight.
-    fetch(where, { method: "DELETE", keepalive: true }).catch(() => {});
+    fetch(where, { method: "DELETE", keepalive: true, headers: AUTH }).catch(() => {});
     return;
   }
   player.location = where;

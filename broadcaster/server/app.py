@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..config import Config
 from . import api, metrics, rtc_internals, whep, ws
 from .abr_controller import run_controller
+from .admission import Admission
+from .auth import Authorizer, Scope
 from .broadcast import Broadcast
 from .ice import host_addresses
 from .session import ViewerRegistry
-from .state import BROADCAST, CONFIG, VIEWERS
+from .state import ADMISSION, AUTH, BROADCAST, CONFIG, VIEWERS, WS_HUB
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,16 @@ async def get_ladder(request: web.Request) -> web.Response:
     )
 
 
+def protected(scope: Scope, handler: Handler) -> Handler:
+    """``handler`` behind a bearer token of ``scope`` (when auth for it is configured)."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        denied = request.app[AUTH].refuse(request, scope, time.time())
+        return denied if denied is not None else await handler(request)
+
+    return guarded
+
+
 def create_app(
     config: Config, broadcast: Broadcast, viewer_dir: Path | None = None
 ) -> web.Application:
@@ -80,8 +94,15 @@ def create_app(
     app[CONFIG] = config
     app[BROADCAST] = broadcast
     app[VIEWERS] = ViewerRegistry()
+    app[AUTH] = Authorizer(config.auth)
+    app[ADMISSION] = Admission(config.limits)
 
     async def close_viewers(app: web.Application) -> None:
+        # Shutdown order: refuse new viewers, tell every page the stream ended (so it
+        # shows "ended" rather than reconnecting when its peer connection closes), close
+        # the sessions; ws.py then closes the sockets.
+        app[ADMISSION].draining = True
+        app[WS_HUB].broadcast_all({"type": "state", "stream": "ended", "viewers": 0})
         await app[VIEWERS].close_all()
 
     app.on_shutdown.append(close_viewers)
@@ -96,9 +117,9 @@ def create_app(
     app.cleanup_ctx.append(abr_controller)
     whep.add_routes(app)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/metrics", protected("control", get_metrics))
     app.router.add_get("/api/ladder", get_ladder)
-    app.router.add_get("/api/viewers", api.get_viewers)
+    app.router.add_get("/api/viewers", protected("control", api.get_viewers))
     ws.setup(app)  # /ws: its route, poller, and closing every socket on shutdown
     static = viewer_dir or find_viewer_dir()
 

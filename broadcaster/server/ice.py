@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
+from dataclasses import replace
 
 from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import Config, IceServer
 
+TURN_REST_USER = "broadcaster"
 
-def rtc_configuration(config: Config) -> RTCConfiguration:
+
+def turn_rest_credentials(secret: str, user: str, expires: int) -> tuple[str, str]:
+    """(username, credential) per draft-uberti-behave-turn-rest, as coturn's
+    ``use-auth-secret`` checks them: base64(HMAC-SHA1(secret, "<expiry>:<user>"))."""
+    username = f"{expires}:{user}"
+    mac = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(mac).decode()
+
+
+def ice_servers(config: Config, now: float) -> tuple[IceServer, ...]:
+    """The configured servers with credentials filled in: TURN REST ones get fresh,
+    time-limited credentials (one set per viewer, expiring ``ttl`` after ``now``)."""
+    out = []
+    for server in config.ice.servers:
+        if server.secret is not None:
+            username, credential = turn_rest_credentials(
+                server.secret, server.username or TURN_REST_USER, int(now) + server.ttl
+            )
+            server = replace(server, username=username, credential=credential, secret=None)
+        out.append(server)
+    return tuple(out)
+
+
+def rtc_configuration(servers: tuple[IceServer, ...]) -> RTCConfiguration:
     # An explicit (possibly empty) list: aiortc falls back to a public STUN server otherwise.
     return RTCConfiguration(
         iceServers=[
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-            for s in config.ice.servers
+            for s in servers
         ]
     )
 
@@ -35,8 +63,8 @@ def link_header(server: IceServer, url: str) -> str:
     return "; ".join(parts)
 
 
-def ice_link_headers(config: Config) -> list[str]:
-    return [link_header(s, url) for s in config.ice.servers for url in s.urls]
+def ice_link_headers(servers: tuple[IceServer, ...]) -> list[str]:
+    return [link_header(s, url) for s in servers for url in s.urls]
 
 
 _HOST_CANDIDATE = re.compile(

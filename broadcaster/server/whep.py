@@ -13,16 +13,17 @@ from aiortc.clock import current_ntp_time
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import candidate_from_sdp
 
-from ..config import Config
+from ..config import Config, IceServer
 from . import rtc_internals
 from .abr_controller import ViewerAbr
+from .admission import Refusal
 from .broadcast import Broadcast
 from .errors import json_error
 from .feedback import FeedbackCollector
-from .ice import announce, ice_link_headers, rtc_configuration
+from .ice import announce, ice_link_headers, ice_servers, rtc_configuration
 from .offer_guard import check_offer
 from .session import ViewerSession
-from .state import BROADCAST, CONFIG, VIEWERS
+from .state import ADMISSION, AUTH, BROADCAST, CONFIG, VIEWERS
 from .switcher import SwitcherTrack
 
 logger = logging.getLogger(__name__)
@@ -78,9 +79,33 @@ async def options_whep(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Accept-Post": SDP})
 
 
+def _refused(refusal: Refusal) -> web.Response:
+    return json_error(
+        refusal.status, refusal.reason, headers={"Retry-After": str(refusal.retry_after)}
+    )
+
+
+def _gate(request: web.Request) -> web.Response | None:
+    """Rate, then token, then capacity: every refusal before a peer connection exists."""
+    admission = request.app[ADMISSION]
+    refusal = admission.check_rate(request.remote or "", time.monotonic())
+    if refusal is not None:
+        return _refused(refusal)
+    denied = request.app[AUTH].refuse(request, "view", time.time())
+    if denied is not None:
+        return denied
+    refusal = admission.check_capacity(len(request.app[VIEWERS]))
+    if refusal is not None:
+        return _refused(refusal)
+    return None
+
+
 async def post_whep(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     broadcast = request.app[BROADCAST]
+    refused = _gate(request)
+    if refused is not None:
+        return refused
     if request.content_type != SDP:
         return json_error(415, f"Content-Type must be {SDP}")
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
@@ -98,7 +123,8 @@ async def post_whep(request: web.Request) -> web.Response:
     if broadcast.error is not None:
         return json_error(503, f"broadcast unavailable: {broadcast.error}")
 
-    session = _new_session(config, broadcast)
+    servers = ice_servers(config, time.time())
+    session = _new_session(config, broadcast, servers)
     try:
         answer = await _negotiate(session, offer_sdp, config)
     except _OfferError as exc:
@@ -122,7 +148,7 @@ async def post_whep(request: web.Request) -> web.Response:
             await viewers.close(session.id)
 
     location = f"/whep/{session.id}"
-    links = ice_link_headers(config) + [f'<{location}/layer>; rel="{LAYER_REL}"']
+    links = ice_link_headers(servers) + [f'<{location}/layer>; rel="{LAYER_REL}"']
     headers: dict[str, Any] = {
         "Location": location,
         "Content-Type": SDP,
@@ -142,8 +168,10 @@ class _OfferError(ValueError):
     pass
 
 
-def _new_session(config: Config, broadcast: Broadcast) -> ViewerSession:
-    pc = RTCPeerConnection(rtc_configuration(config))
+def _new_session(
+    config: Config, broadcast: Broadcast, servers: tuple[IceServer, ...]
+) -> ViewerSession:
+    pc = RTCPeerConnection(rtc_configuration(servers))
     switcher = SwitcherTrack(
         start_rung=0,
         request_keyframe=broadcast.request_keyframe,

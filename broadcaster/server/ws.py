@@ -39,26 +39,26 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..bus.packet import CLOCK_RATE
+from ..config import LimitsConfig
 from .broadcast import Broadcast
+from .errors import json_error
 from .ratelimit import TokenBucket
 from .session import ViewerRegistry, ViewerSession
-from .state import BROADCAST, CONFIG, VIEWERS, WS_HUB
+from .state import AUTH, BROADCAST, CONFIG, VIEWERS, WS_HUB
 
 logger = logging.getLogger(__name__)
 
-# Largest text frame accepted; aiohttp closes the socket with 1009 above it. A 500-character
-# chat line of astral characters JSON-escaped (\ud83d\ude00) is ~6 KB, so 8 KiB fits any
-# legal message and nothing much bigger.
-MAX_MSG_BYTES = 8 * 1024
+# Largest text frame (limits.ws_max_message_bytes, default 8 KiB): aiohttp closes the socket
+# with 1009 above it. A 500-character chat line of astral characters JSON-escaped
+# (\ud83d\ude00) is ~6 KB, so 8 KiB fits any legal message and nothing much bigger.
 MAX_NAME_CHARS = 32
 MAX_TEXT_CHARS = 500
 # Chat: a burst of 5 lines, then one every 2 s (5 per 10 s) per socket.
 CHAT_BURST = 5
 CHAT_WINDOW_S = 10.0
-# Every message type together: far above what the page sends (a ping a second), low enough
-# that a flood costs the server little. Over it, messages are dropped unread.
-MSG_BURST = 40
-MSG_PER_S = 20.0
+# Every message type together (limits.ws_messages_per_second / ws_message_burst, default
+# 20/s, bursts of 40): far above what the page sends (a ping a second), low enough that a
+# flood costs the server little. Over it, messages are dropped unread.
 # A flood gets one rate_limited notice per this many seconds, not one per message, so the
 # flooder cannot turn our replies into an amplifier.
 FLOOD_NOTICE_S = 1.0
@@ -103,11 +103,11 @@ def _clean(value: str, *, keep_newlines: bool) -> str:
 class WsClient:
     """One page's socket: its bound session, its limits and its outgoing queue."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, limits: LimitsConfig) -> None:
         self.ws = ws
         self.session_id: str | None = None
         self.chat_bucket = TokenBucket(CHAT_BURST, CHAT_BURST / CHAT_WINDOW_S)
-        self.msg_bucket = TokenBucket(MSG_BURST, MSG_PER_S)
+        self.msg_bucket = TokenBucket(limits.ws_message_burst, limits.ws_messages_per_second)
         self.flood_noticed_at = -math.inf
         # What this page was last told, so the poller sends only changes.
         self.sent_rung: tuple[str | None, str | None, str] | None = None
@@ -167,10 +167,17 @@ class WsClient:
 class WsHub:
     """Every open /ws socket of the app, the chat room and the change poller."""
 
-    def __init__(self, broadcast: Broadcast, viewers: ViewerRegistry, codec: str) -> None:
+    def __init__(
+        self,
+        broadcast: Broadcast,
+        viewers: ViewerRegistry,
+        codec: str,
+        limits: LimitsConfig | None = None,
+    ) -> None:
         self.broadcast = broadcast
         self.viewers = viewers
         self.codec = codec
+        self.limits = limits or LimitsConfig()
         self.clients: set[WsClient] = set()
         self.history: deque[dict[str, Any]] = deque(maxlen=CHAT_HISTORY)
         self._stream = stream_state(broadcast)
@@ -183,6 +190,11 @@ class WsHub:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def full(self) -> bool:
+        cap = self.limits.ws_max_connections
+        return bool(cap) and len(self.clients) >= cap
 
     # -------------------------------------------------------------- membership
 
@@ -205,7 +217,7 @@ class WsHub:
         }
 
     def join(self, ws: web.WebSocketResponse) -> WsClient:
-        client = WsClient(ws)
+        client = WsClient(ws, self.limits)
         self.clients.add(client)
         client.send(self.state_message())
         client.send({"type": "history", "messages": list(self.history)})
@@ -370,10 +382,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-async def handle_ws(request: web.Request) -> web.WebSocketResponse:
+async def handle_ws(request: web.Request) -> web.StreamResponse:
     hub = request.app[WS_HUB]
+    # Refused before the upgrade, as plain HTTP: the page learns it from the failed handshake.
+    denied = request.app[AUTH].refuse(request, "view", time.time())
+    if denied is not None:
+        return denied
+    if hub.full:
+        return json_error(
+            503,
+            f"too many open sockets ({hub.limits.ws_max_connections})",
+            headers={"Retry-After": str(request.app[CONFIG].limits.retry_after)},
+        )
     ws = web.WebSocketResponse(
-        max_msg_size=MAX_MSG_BYTES, heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S
+        max_msg_size=hub.limits.ws_max_message_bytes,
+        heartbeat=HEARTBEAT_S,
+        timeout=CLOSE_TIMEOUT_S,
     )
     await ws.prepare(request)
     if hub.closed:
@@ -401,7 +425,8 @@ async def handle_ws(request: web.Request) -> web.WebSocketResponse:
 
 def setup(app: web.Application) -> None:
     """Route, hub, poller and shutdown for /ws (CONFIG, BROADCAST, VIEWERS must be set)."""
-    app[WS_HUB] = WsHub(app[BROADCAST], app[VIEWERS], app[CONFIG].video.codec)
+    config = app[CONFIG]
+    app[WS_HUB] = WsHub(app[BROADCAST], app[VIEWERS], config.video.codec, config.limits)
 
     async def poller(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.ensure_future(app[WS_HUB].run())

@@ -151,8 +151,9 @@ async def test_oversize_message_closes_with_1009(
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
     assert sock.close_code == 1009
     # A message just under the limit is fine (and answered with an error, not a close).
-    big = json.dumps({"type": "ping", "t0": 1, "pad": "p" * (ws_module.MAX_MSG_BYTES - 100)})
-    assert len(big) <= ws_module.MAX_MSG_BYTES
+    limit = service.config.limits.ws_max_message_bytes
+    big = json.dumps({"type": "ping", "t0": 1, "pad": "p" * (limit - 100)})
+    assert len(big) <= limit
     await other.send_str(big)
     assert (await recv_type(other, "pong"))["t0"] == 1
     await ping_ok(other)
@@ -293,7 +294,7 @@ async def test_flood_is_throttled_for_the_flooder_only(
     assert errors and all(e["code"] == "rate_limited" for e in errors)
     assert all(e["retry_after"] >= 0 for e in errors)
     # Replies are bounded: one per allowed message at most, never one per flood message.
-    assert len(errors) <= ws_module.MSG_BURST + 5, len(errors)
+    assert len(errors) <= service.config.limits.ws_message_burst + 5, len(errors)
     assert "still here" in [m.get("text") for m in flood_replies]
 
     # A ping/garbage flood: same story.

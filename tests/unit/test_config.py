@@ -113,7 +113,51 @@ BAD_CASES: list[tuple[str, dict[str, Any], str]] = [
         {"ice": {"port_min": 50000, "port_max": 40000}},
         "ice.port_min/ice.port_max",
     ),
+    (
+        "turn rest and static",
+        {"ice": {"servers": [{"urls": "turn:x", "secret": "k", "credential": "p"}]}},
+        "ice.servers[0]: give either credential (static) or secret",
+    ),
+    (
+        "turn rest on stun",
+        {"ice": {"servers": [{"urls": "stun:x", "secret": "k"}]}},
+        "ice.servers[0].secret: TURN REST credentials need a turn",
+    ),
+    ("turn rest ttl", {"ice": {"servers": [{"urls": "turn:x", "secret": "k", "ttl": 1}]}}, "ttl"),
+    ("max viewers", {"limits": {"max_viewers": -1}}, "limits.max_viewers: must be 0-100000"),
+    ("offer rate type", {"limits": {"offers_per_minute": "60"}}, "limits.offers_per_minute"),
+    ("ws msg size", {"limits": {"ws_max_message_bytes": 10}}, "limits.ws_max_message_bytes"),
+    ("unknown limit", {"limits": {"max_viewer": 5}}, "limits.max_viewer: unknown key"),
+    ("short token", {"auth": {"view_tokens": ["short"]}}, "auth.view_tokens[0]: must be at"),
+    (
+        "token with space",
+        {"auth": {"control_tokens": ["a" * 20, "b" * 10 + " " + "c" * 10]}},
+        "auth.control_tokens[1]",
+    ),
+    ("token type", {"auth": {"publish_tokens": [1]}}, "auth.publish_tokens: must be a string"),
+    ("short secret", {"auth": {"link_secret": "abc"}}, "auth.link_secret: must be at least 32"),
+    ("link ttl", {"auth": {"link_ttl": 0}}, "auth.link_ttl"),
 ]
+
+
+def test_limits_auth_and_turn_rest_parse() -> None:
+    config = parse_config(
+        {
+            "ice": {"servers": [{"urls": "turn:t", "secret": "k", "ttl": 600, "username": "u"}]},
+            "limits": {"max_viewers": 3, "offers_per_minute": 0, "ws_messages_per_second": 5},
+            "auth": {"view_tokens": "v" * 16, "link_secret": "s" * 32, "link_ttl": 60},
+        }
+    )
+    assert config.ice.servers[0].secret == "k" and config.ice.servers[0].ttl == 600
+    assert config.limits.max_viewers == 3 and config.limits.ws_messages_per_second == 5.0
+    assert config.auth.view_tokens == ("v" * 16,) and config.auth.view_required
+    assert not parse_config({}).auth.view_required
+
+
+def test_bad_token_message_never_shows_the_token() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"auth": {"view_tokens": ["secret-but-short"[:10]]}})
+    assert "secret-but" not in str(info.value)
 
 
 @pytest.mark.parametrize(("label", "data", "message"), BAD_CASES, ids=[c[0] for c in BAD_CASES])
