@@ -104,13 +104,15 @@ class ViewerSession:
                 now = time.monotonic()
                 if self.pc.connectionState != "connected":
                     if now - started > CONNECT_TIMEOUT:
-                        logger.info("viewer %s never connected; closing", self.id[:8])
+                        logger.info("viewer %s never connected; closing", self.public_id)
                         break
                     continue
                 # A viewer that vanished without DELETE (tab killed, network gone) stops
                 # sending RTCP at once; aiortc itself would notice only after ~30 s.
                 if self.abr is not None and self.abr.feedback.silent_for(now) > SILENT_TIMEOUT:
-                    logger.info("viewer %s silent for %.0f s; closing", self.id[:8], SILENT_TIMEOUT)
+                    logger.info(
+                        "viewer %s silent for %.0f s; closing", self.public_id, SILENT_TIMEOUT
+                    )
                     break
             await registry.close(self.id)
 

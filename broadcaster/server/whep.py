@@ -132,7 +132,9 @@ async def post_whep(request: web.Request) -> web.Response:
         return json_error(400, str(exc))
     except Exception as exc:  # aiortc raises many types on bad SDP; all are the client's fault
         await session.close()
-        logger.info("rejected offer: %s: %s", type(exc).__name__, exc)
+        # The message may quote the offer's own lines: only the type above DEBUG.
+        logger.info("rejected offer: %s", type(exc).__name__)
+        logger.debug("rejected offer detail: %s", exc)
         return json_error(400, f"cannot use this offer ({type(exc).__name__}: {exc})")
 
     viewers = request.app[VIEWERS]
@@ -143,7 +145,7 @@ async def post_whep(request: web.Request) -> web.Response:
     @session.pc.on("connectionstatechange")
     async def on_state() -> None:
         state = session.pc.connectionState
-        logger.info("viewer %s: %s", session.id[:8], state)
+        logger.info("viewer %s: %s", session.public_id, state)
         if state in ("failed", "closed"):
             await viewers.close(session.id)
 
@@ -160,7 +162,7 @@ async def post_whep(request: web.Request) -> web.Response:
     response.content_type = SDP
     for link in links:
         response.headers.add("Link", link)
-    logger.info("viewer %s joined (%d viewers)", session.id[:8], len(viewers))
+    logger.info("viewer %s joined (%d viewers)", session.public_id, len(viewers))
     return response
 
 
