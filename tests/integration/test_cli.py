@@ -2,62 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import select
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from media import write_clip
-
-ROOT = Path(__file__).resolve().parents[2]
-CMD = [sys.executable, "-m", "broadcaster.cli"]
-
-
-def start_serve(*args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [*CMD, "serve", "--port", "0", "--quiet", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 20)
-    line = proc.stdout.readline() if ready else ""
-    match = re.search(r"open (http://\S+/)", line)
-    if not match:
-        proc.kill()
-        raise AssertionError(
-            f"no URL printed: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-        )
-    return proc, match.group(1)
-
-
-def get_json(url: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def wait_healthy(url: str, timeout: float = 20) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status, body = get_json(url + "healthz")
-        if status == 200:
-            return body
-        assert status == 503, status  # "starting", never a 500
-        time.sleep(0.1)
-    raise AssertionError("never healthy")
+from serve_process import CMD, ROOT, alive, children, get_json, start_serve, wait_healthy
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -66,33 +19,20 @@ def test_serve_goes_healthy_and_stops_cleanly_on_signal(sig: signal.Signals) -> 
     try:
         body = wait_healthy(url)
         assert body["status"] == "ok"
-        children = _children(proc.pid)
-        assert children, "capture runs in its own process"
+        kids = children(proc.pid)
+        assert kids, "capture runs in its own process"
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, err
         assert "Traceback" not in err
         # The capture process (and multiprocessing's resource tracker) go with it.
         deadline = time.monotonic() + 5
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        while any(alive(pid) for pid in kids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [pid for pid in children if _alive(pid)]
+        assert not [pid for pid in kids if alive(pid)]
     finally:
         if proc.poll() is None:
             proc.kill()
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.split(") ")[1][0] != "Z"
 
 
 def test_missing_camera_is_a_clear_error() -> None:
