@@ -1,5 +1,9 @@
 """What travels from the capture process to the server: encoded frames and a few controls.
 
+Capture -> server: FrameSet, CaptureStats, CaptureError (fatal), SourceStatus (the source
+went away / came back; the stream goes on with a slate meanwhile), RungFailed (one rung's
+encoder broke; the others go on). Server -> capture: KeyframeRequest, Stop.
+
 The wire format is explicit (struct-packed headers + raw bitstream) rather than pickle, so
 that a network bus can carry the same bytes later and a non-Python peer could speak it.
 """
@@ -10,7 +14,7 @@ import json
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 # One clock for every rung: pts in 90 kHz units since capture start, so a viewer can be
 # moved between rungs at a keyframe without a timestamp jump.
@@ -20,13 +24,22 @@ TIME_BASE = Fraction(1, CLOCK_RATE)
 _FRAMESET = 1
 _STATS = 2
 _ERROR = 3
+_SOURCE_STATUS = 4
+_RUNG_FAILED = 5
 _KEYFRAME_REQUEST = 16
 _STOP = 17
 
 _FS_HEAD = struct.Struct("!BqdH")  # type, pts, capture wall time, frame count
 _FRAME_HEAD = struct.Struct("!BBI")  # rung index, flags, length
 _KF_REQ = struct.Struct("!BB")  # type, rung index
+_SOURCE_HEAD = struct.Struct("!BBdH")  # type, state, retry_in seconds, message length
+_RUNG_FAILED_HEAD = struct.Struct("!BBH")  # type, rung index, message length
 _FLAG_KEY = 1
+# Human-readable texts are cut to this many UTF-8 bytes: one line, not a log file.
+MAX_TEXT_BYTES = 1000
+
+SourceState = Literal["live", "lost"]
+_SOURCE_STATES: tuple[SourceState, ...] = ("live", "lost")  # wire code = index
 
 
 class BusError(ValueError):
@@ -75,6 +88,26 @@ class CaptureError:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """The source went away ("lost": the capture sends a slate and retries) or is back.
+
+    ``retry_in``: seconds until the next reopen attempt while lost (0 when live).
+    """
+
+    state: SourceState
+    message: str = ""
+    retry_in: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RungFailed:
+    """One rung's encoder failed: it produces no more frames; the other rungs go on."""
+
+    rung: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class KeyframeRequest:
     rung: int
 
@@ -84,7 +117,7 @@ class Stop:
     pass
 
 
-CaptureMessage = FrameSet | CaptureStats | CaptureError
+CaptureMessage = FrameSet | CaptureStats | CaptureError | SourceStatus | RungFailed
 ServerMessage = KeyframeRequest | Stop
 
 
@@ -100,11 +133,30 @@ def _encode_json(kind: int, body: dict[str, Any]) -> bytes:
     return bytes([kind]) + json.dumps(body).encode()
 
 
+def _text(message: str) -> bytes:
+    # Cutting may split a character; the decoder drops the partial one.
+    return message.encode("utf-8")[:MAX_TEXT_BYTES]
+
+
+def _untext(buf: bytes, offset: int, length: int) -> str:
+    data = buf[offset : offset + length]
+    if len(data) != length or len(buf) != offset + length:
+        raise BusError("bad text length")
+    return data.decode("utf-8", "ignore")
+
+
 def encode_capture_message(msg: CaptureMessage) -> bytes:
     if isinstance(msg, FrameSet):
         return encode_frameset(msg)
     if isinstance(msg, CaptureStats):
         return _encode_json(_STATS, {"fps": msg.fps, "kbps": msg.kbps, "encode_ms": msg.encode_ms})
+    if isinstance(msg, SourceStatus):
+        text = _text(msg.message)
+        state = _SOURCE_STATES.index(msg.state)
+        return _SOURCE_HEAD.pack(_SOURCE_STATUS, state, msg.retry_in, len(text)) + text
+    if isinstance(msg, RungFailed):
+        text = _text(msg.message)
+        return _RUNG_FAILED_HEAD.pack(_RUNG_FAILED, msg.rung, len(text)) + text
     return _encode_json(_ERROR, {"message": msg.message})
 
 
@@ -113,6 +165,13 @@ def decode_capture_message(buf: bytes) -> CaptureMessage:
         kind = buf[0]
         if kind == _FRAMESET:
             return _decode_frameset(buf)
+        if kind == _SOURCE_STATUS:
+            _, state, retry_in, length = _SOURCE_HEAD.unpack_from(buf, 0)
+            message = _untext(buf, _SOURCE_HEAD.size, length)
+            return SourceStatus(_SOURCE_STATES[state], message, retry_in)
+        if kind == _RUNG_FAILED:
+            _, rung, length = _RUNG_FAILED_HEAD.unpack_from(buf, 0)
+            return RungFailed(rung, _untext(buf, _RUNG_FAILED_HEAD.size, length))
         body = json.loads(buf[1:])
         if kind == _STATS:
             return CaptureStats(

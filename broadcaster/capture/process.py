@@ -2,10 +2,20 @@
 
 Runs in its own OS process (so encoding never stalls the server's event loop) and talks to
 the server only through the packet bus. ``CaptureProcess`` is the server's handle on it.
+
+Faults mid-stream do not end the broadcast: a source that fails is reopened with back-off
+while a "signal lost" slate keeps every rung encoding at the normal rate
+(``reconnect.py``; ``SourceStatus`` on the bus), and an encoder that fails takes only its
+own rung out of the ladder (``RungFailed``). Fatal (``CaptureError``) are only a source
+that cannot be opened at start and a ladder with no rung left.
+
+Test hook: ``BROADCASTER_FAULT_ENCODER="RUNG:FRAMES"`` in the environment makes rung
+RUNG's real encoder fail after FRAMES frames (``faults.py``), e.g. ``1:60``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import signal
@@ -14,12 +24,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..bus.local import CaptureLink, ServerLink
-from ..bus.packet import CaptureError, CaptureStats, EncodedFrame, FrameSet, KeyframeRequest, Stop
+from ..bus.packet import (
+    CaptureError,
+    CaptureStats,
+    EncodedFrame,
+    FrameSet,
+    KeyframeRequest,
+    RungFailed,
+    Stop,
+)
 from ..config import Config
 from ..encode.clock import PtsClock
 from ..encode.encoder import RungEncoder
 from ..encode.keyframes import KeyframeScheduler
 from ..encode.ladder import LadderScaler
+from .faults import EncoderFaultHook, encoder_fault_from_env
+from .reconnect import ReconnectingSource
 from .sources import SourceError, open_source
 
 logger = logging.getLogger(__name__)
@@ -28,6 +48,10 @@ STATS_INTERVAL = 1.0  # seconds between CaptureStats messages
 # If the loop falls this many frame periods behind (slow source, loaded machine), it drops
 # the backlog instead of bursting to catch up.
 MAX_LAG_PERIODS = 3
+
+
+class LadderFailed(Exception):
+    """Every rung's encoder has failed: nothing is left to broadcast."""
 
 
 @dataclass
@@ -71,7 +95,15 @@ class CaptureLoop:
         self.period = 1.0 / top.fps
         # Rung i encodes every `stride[i]`-th captured frame (its fps divides the top's).
         self.stride = [top.fps // r.fps for r in self.ladder]
-        self.source = open_source(source_spec, width=top.width, height=top.height, fps=top.fps)
+        # Opening fails fast (SourceError): a source that never worked is a setup mistake.
+        # Once it has worked, losing it only puts the slate up while it is reopened.
+        reopen = functools.partial(
+            open_source, source_spec, width=top.width, height=top.height, fps=top.fps
+        )
+        self.source = ReconnectingSource(reopen(), reopen, (top.width, top.height), link.publish)
+        # Rungs whose encoder still works; a failed one is never encoded again.
+        self.live = [True] * len(self.ladder)
+        self.fault = EncoderFaultHook(encoder_fault_from_env())
         self.scaler = LadderScaler(self.ladder)
         self.encoders = [RungEncoder(r, config.video.codec) for r in self.ladder]
         gap = config.video.keyframe_min_interval_ms / 1000
@@ -97,15 +129,32 @@ class CaptureLoop:
 
     def _encode_one(self, rung: int, frame: object, pts: int, key: bool) -> list[EncodedFrame]:
         enc = self.encoders[rung]
+        self.fault.before_encode(rung, enc)
         out = enc.encode(frame, pts, key)  # type: ignore[arg-type]
         return [EncodedFrame(rung, k, pts, data) for k, data in out]
 
+    def _rung_failed(self, rung: int, exc: BaseException) -> None:
+        """Take ``rung`` out of the ladder; LadderFailed if it was the last one."""
+        self.live[rung] = False
+        name = self.ladder[rung].name
+        lines = str(exc).strip().splitlines()
+        message = f"{name} encoder failed: {type(exc).__name__}: {lines[0] if lines else ''}"
+        logger.warning("rung %d (%s) taken out of the ladder: %s", rung, name, message)
+        self.encoders[rung].close()
+        self.link.publish(RungFailed(rung, message))
+        if not any(self.live):
+            raise LadderFailed(f"every rung's encoder failed (last: {message})")
+
     def step(self, index: int, clock: PtsClock, stats: _Stats) -> bool:
-        image = self.source.read()
+        image = self.source.read(time.monotonic())
         now = time.monotonic()
         pts = clock.pts(now)
         wall = time.time()
-        active = [i for i in range(len(self.ladder)) if index % self.stride[i] == 0]
+        active = [
+            i for i in range(len(self.ladder)) if self.live[i] and index % self.stride[i] == 0
+        ]
+        if not active:
+            return True
         frames = self.scaler.scale(image, active)
         jobs = []
         for i, frame in zip(active, frames, strict=True):
@@ -113,7 +162,11 @@ class CaptureLoop:
             jobs.append(self.pool.submit(self._encode_one, i, frame, pts, key))
         encoded: list[EncodedFrame] = []
         for i, job in zip(active, jobs, strict=True):
-            got = job.result()
+            try:
+                got = job.result()
+            except Exception as exc:  # one encoder's fault is its rung's alone
+                self._rung_failed(i, exc)
+                continue
             for f in got:
                 stats.add(i, len(f.data), self.encoders[i].last_encode_s)
             encoded.extend(got)
@@ -155,7 +208,7 @@ def capture_main(conn: object, config: Config, source_spec: str) -> None:
         return
     try:
         loop.run()
-    except SourceError as exc:
+    except LadderFailed as exc:
         link.publish(CaptureError(str(exc)))
     finally:
         loop.close()

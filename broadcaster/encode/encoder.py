@@ -75,5 +75,10 @@ class RungEncoder:
         self.last_encode_s = time.perf_counter() - t0
         return [(bool(p.is_keyframe), bytes(p)) for p in packets]
 
+    def flush(self) -> list[tuple[bool, bytes]]:
+        """End of stream: the packets still inside the encoder. It encodes no more after
+        this (``encode`` raises av.error.EOFError)."""
+        return [(bool(p.is_keyframe), bytes(p)) for p in self._ctx.encode(None)]
+
     def close(self) -> None:
         self._ctx = None  # type: ignore[assignment]

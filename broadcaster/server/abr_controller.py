@@ -1,7 +1,9 @@
 """The thin asyncio plumbing around the ABR policy.
 
 One task ticks every viewer's policy (``ViewerAbr.tick``) every TICK seconds; a viewer's
-probe traffic is paced by its own short-lived task only while a probe runs.
+probe traffic is paced by its own short-lived task only while a probe runs. The policy
+sees only the rungs still available (``LiveLadder``): a rung whose encoder failed is not
+in the ladder it chooses from.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..config import AbrConfig
 from . import rtc_internals
 from .abr import AbrState, Decision, decide
 from .feedback import FeedbackCollector, Snapshot
+from .live_rungs import LiveLadder
 from .switcher import SwitcherTrack
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class ViewerAbr:
         self.rtx_bytes = 0  # retransmissions sent (NACK answers), counted by the session
         self._probe_task: asyncio.Task[None] | None = None
         self._auto_rung = switcher.target
+        self._live = LiveLadder(tuple(range(len(ladder_bps))))
         self._closed = False
         feedback.on_loss = self._on_loss
 
@@ -85,9 +89,18 @@ class ViewerAbr:
         self.history.append(snap)
         if not self.auto or self.switcher.current is None:
             return
+        live = self._live_ladder()
+        if not live.rungs:
+            return
         decision, self.state = decide(
-            self.history, self.ladder_bps, self.switcher.target, self.state, now, self.cfg
+            self.history,
+            live.bitrates(self.ladder_bps),
+            live.position(self.switcher.target),
+            self.state,
+            now,
+            self.cfg,
         )
+        decision = replace(decision, target=live.rung(decision.target))
         self.last = decision
         if decision.target != self.switcher.target:
             logger.info(
@@ -96,6 +109,17 @@ class ViewerAbr:
             down = decision.target > self.switcher.target  # a higher index is a lower rung
             self.switcher.select(decision.target, decision.reason, drain=down)
         self._set_probe(decision.probe_bps)
+
+    def _live_ladder(self) -> LiveLadder:
+        live = self.switcher.live
+        current = LiveLadder.of(live) if live is not None else self._live
+        if current != self._live:
+            # A rung dropped out: a running probe's progress is kept as positions in the
+            # old ladder, which now mean other rungs. Start over from the new one.
+            self._live = current
+            self.state = replace(self.state, probe=None)
+            self._set_probe(0.0)
+        return current
 
     def _set_probe(self, bps: float) -> None:
         self.probe_bps = bps if self.prober.available else 0.0
@@ -128,9 +152,15 @@ async def run_controller(viewers: Callable[[], Iterable[ViewerAbr]]) -> None:
     """Tick every viewer's policy until cancelled."""
     while True:
         await asyncio.sleep(TICK)
-        now = time.monotonic()
-        for abr in viewers():
-            try:
-                abr.tick(now)
-            except Exception:  # one viewer's bug must not stop adaptation for all
-                logger.exception("abr tick failed")
+        _tick(viewers(), time.monotonic())
+
+
+def _tick(abrs: Iterable[ViewerAbr], now: float) -> None:
+    # A function of its own: a loop variable in run_controller's frame would keep the
+    # last viewer's session (peer connection and all) alive after it left, until the
+    # next viewer came.
+    for abr in abrs:
+        try:
+            abr.tick(now)
+        except Exception:  # one viewer's bug must not stop adaptation for all
+            logger.exception("abr tick failed")

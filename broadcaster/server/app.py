@@ -13,14 +13,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..config import Config
-from . import api, metrics, rtc_internals, whep, ws
+from . import api, looplag, metrics, rtc_internals, whep, ws
 from .abr_controller import run_controller
 from .admission import Admission
 from .auth import Authorizer, Scope
 from .broadcast import Broadcast
 from .ice import host_addresses
 from .session import ViewerRegistry
-from .state import ADMISSION, AUTH, BROADCAST, CONFIG, VIEWERS, WS_HUB
+from .state import ADMISSION, AUTH, BROADCAST, CONFIG, LOOP_LAG, VIEWERS, WS_HUB
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ async def healthz(request: web.Request) -> web.Response:
         "status": "ok" if broadcast.healthy else ("error" if broadcast.error else "starting"),
         "viewers": len(request.app[VIEWERS]),
         "frames": broadcast.framesets,
+        **broadcast.health_fields(),
     }
     if broadcast.error:
         body["error"] = broadcast.error
@@ -46,7 +47,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    text = metrics.render(request.app[BROADCAST], len(request.app[VIEWERS]))
+    text = metrics.render(
+        request.app[BROADCAST], len(request.app[VIEWERS]), request.app.get(LOOP_LAG)
+    )
     return web.Response(
         text=text,
         content_type="text/plain",
@@ -57,6 +60,7 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 async def get_ladder(request: web.Request) -> web.Response:
     ladder = request.app[CONFIG].ladder
+    broadcast = request.app[BROADCAST]
     return web.json_response(
         {
             "codec": request.app[CONFIG].video.codec,
@@ -67,8 +71,9 @@ async def get_ladder(request: web.Request) -> web.Response:
                     "height": r.height,
                     "fps": r.fps,
                     "bitrate": r.bitrate,
+                    "available": broadcast.rung_available(i),
                 }
-                for r in ladder
+                for i, r in enumerate(ladder)
             ],
         }
     )
@@ -102,7 +107,7 @@ def create_app(
         # shows "ended" rather than reconnecting when its peer connection closes), close
         # the sessions; ws.py then closes the sockets.
         app[ADMISSION].draining = True
-        app[WS_HUB].broadcast_all({"type": "state", "stream": "ended", "viewers": 0})
+        app[WS_HUB].announce_ended()
         await app[VIEWERS].close_all()
 
     app.on_shutdown.append(close_viewers)
@@ -115,6 +120,7 @@ def create_app(
             await task
 
     app.cleanup_ctx.append(abr_controller)
+    app.cleanup_ctx.append(looplag.loop_lag_ctx)
     whep.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", protected("control", get_metrics))

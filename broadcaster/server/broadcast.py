@@ -1,7 +1,10 @@
 """The broadcast: what the capture process produces, fanned out to every viewer's switcher.
 
 Owns the per-rung counters that /metrics and the status line show and the keyframe
-request path back to the capture side.
+request path back to the capture side, and what the capture side reports about its faults:
+whether the source is live (or a "signal lost" slate is being sent while it is reopened)
+and which rungs are still available (a rung whose encoder failed is out for good, and
+every viewer on it is moved to the nearest live rung).
 """
 
 from __future__ import annotations
@@ -13,7 +16,17 @@ from collections.abc import Callable
 
 import av
 
-from ..bus.packet import CLOCK_RATE, TIME_BASE, CaptureError, CaptureMessage, CaptureStats, FrameSet
+from ..bus.packet import (
+    CLOCK_RATE,
+    TIME_BASE,
+    CaptureError,
+    CaptureMessage,
+    CaptureStats,
+    FrameSet,
+    RungFailed,
+    SourceState,
+    SourceStatus,
+)
 from ..config import Rung
 from .switcher import ReadyFrame, Switch, SwitcherTrack
 
@@ -41,11 +54,21 @@ class Broadcast:
         self.frames_out = [0] * n
         self.bytes_out = [0] * n
         self.on_error: Callable[[str], None] | None = None
+        # Shared with every subscribed switcher (mutated in place, never replaced).
+        self.rung_live = [True] * n
+        self.rung_errors: dict[int, str] = {}
+        # "lost": the capture sends a slate while it reopens the source (public: the
+        # page's WebSocket shows it).
+        self.source_state: SourceState = "live"
+        self.source_message = ""
+        self.source_retry_in = 0.0
+        self.source_losses = 0
 
     # -------------------------------------------------------------- viewers
 
     def subscribe(self, switcher: SwitcherTrack) -> None:
         self._switchers.add(switcher)
+        switcher.bind_ladder(self.rung_live)
 
     def unsubscribe(self, switcher: SwitcherTrack) -> None:
         self._switchers.discard(switcher)
@@ -54,7 +77,7 @@ class Broadcast:
         self.switches[switch.reason] += 1
 
     def request_keyframe(self, rung: int) -> None:
-        if 0 <= rung < len(self.ladder):
+        if self.rung_available(rung):
             self.keyframe_requests[rung] += 1
             self._send_keyframe(rung)
 
@@ -64,6 +87,13 @@ class Broadcast:
                 return i
         return None
 
+    def rung_available(self, index: int) -> bool:
+        """Does rung ``index`` exist and still produce frames?"""
+        return 0 <= index < len(self.ladder) and self.rung_live[index]
+
+    def available_rung_names(self) -> list[str]:
+        return [r.name for i, r in enumerate(self.ladder) if self.rung_live[i]]
+
     # -------------------------------------------------------------- capture side
 
     def on_message(self, msg: CaptureMessage) -> None:
@@ -71,6 +101,10 @@ class Broadcast:
             self._fan_out(msg)
         elif isinstance(msg, CaptureStats):
             self.stats = msg
+        elif isinstance(msg, SourceStatus):
+            self._source_status(msg)
+        elif isinstance(msg, RungFailed):
+            self._rung_failed(msg)
         elif isinstance(msg, CaptureError):
             self.error = msg.message
             logger.error("capture failed: %s", msg.message)
@@ -79,6 +113,27 @@ class Broadcast:
 
     def on_eof(self) -> None:
         self.ended = True
+
+    def _source_status(self, msg: SourceStatus) -> None:
+        if msg.state == "lost" and self.source_state != "lost":
+            self.source_losses += 1
+            logger.warning("source lost (%s); viewers see a slate while it reconnects", msg.message)
+        elif msg.state == "live" and self.source_state != "live":
+            logger.warning("source live again")
+        self.source_state = msg.state
+        self.source_message = msg.message
+        self.source_retry_in = msg.retry_in
+
+    def _rung_failed(self, msg: RungFailed) -> None:
+        if not self.rung_available(msg.rung):
+            return
+        self.rung_live[msg.rung] = False
+        self.rung_errors[msg.rung] = msg.message
+        logger.warning(
+            "rung %s taken out of the ladder: %s", self.ladder[msg.rung].name, msg.message
+        )
+        for switcher in self._switchers:
+            switcher.on_rung_failed(msg.rung)
 
     def _fan_out(self, fs: FrameSet) -> None:
         self.last_frame_at = time.monotonic()
@@ -109,6 +164,16 @@ class Broadcast:
             and self.last_frame_at is not None
             and time.monotonic() - self.last_frame_at < STALE_AFTER
         )
+
+    def health_fields(self) -> dict[str, object]:
+        """What /healthz adds about capture faults (the stream stays up through them)."""
+        out: dict[str, object] = {
+            "source": self.source_state,
+            "rungs_down": [self.ladder[i].name for i in sorted(self.rung_errors)],
+        }
+        if self.source_state == "lost":
+            out["source_error"] = self.source_message
+        return out
 
     def viewers_per_rung(self) -> list[int]:
         counts = [0] * len(self.ladder)

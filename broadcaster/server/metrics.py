@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from .broadcast import Broadcast
+from .looplag import LoopLag
 
 
 def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> list[str]:
@@ -15,7 +17,39 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def render(broadcast: Broadcast, viewers: int) -> str:
+def _number(value: float) -> str:
+    # Prometheus text spells a missing quantile NaN (Python would print "nan").
+    return "NaN" if math.isnan(value) else repr(value)
+
+
+def _loop_lag(lag: LoopLag) -> list[str]:
+    s = lag.summary()
+    name = "broadcaster_loop_lag_seconds"
+    window = f"{lag.window:g} s"
+    return [
+        *_family(
+            name,
+            "summary",
+            f"How late the event loop ran a {lag.interval * 1000:g} ms timer; "
+            f"quantiles over the last {window}.",
+            [
+                f'{name}{{quantile="0.5"}} {_number(s.p50)}',
+                f'{name}{{quantile="0.99"}} {_number(s.p99)}',
+                f"{name}_sum {lag.total!r}",
+                f"{name}_count {lag.count}",
+            ],
+        ),
+        *_family(
+            "broadcaster_loop_lag_max_seconds",
+            "gauge",
+            f"Largest event-loop lag over the last {window} (a stall is one late sample).",
+            [f"broadcaster_loop_lag_max_seconds {_number(s.max)}"],
+        ),
+    ]
+
+
+def render(broadcast: Broadcast, viewers: int, loop_lag: LoopLag | None = None) -> str:
+    """The /metrics body; ``loop_lag`` adds the event-loop lag families when given."""
     names = [_label(r.name) for r in broadcast.ladder]
 
     def per_rung(metric: str, values: Iterable[float]) -> list[str]:
@@ -95,5 +129,25 @@ def render(broadcast: Broadcast, viewers: int) -> str:
             "1 while frames are flowing.",
             [f"broadcaster_capture_healthy {int(broadcast.healthy)}"],
         ),
+        *_family(
+            "broadcaster_source_live",
+            "gauge",
+            "1 while the source delivers pictures; 0 while a slate is sent and it is reopened.",
+            [f"broadcaster_source_live {int(broadcast.source_state == 'live')}"],
+        ),
+        *_family(
+            "broadcaster_source_losses_total",
+            "counter",
+            "Times the source was lost mid-stream.",
+            [f"broadcaster_source_losses_total {broadcast.source_losses}"],
+        ),
+        *_family(
+            "broadcaster_rung_available",
+            "gauge",
+            "1 while the rung's encoder works; 0 once it failed and the rung left the ladder.",
+            per_rung("broadcaster_rung_available", [int(ok) for ok in broadcast.rung_live]),
+        ),
     ]
+    if loop_lag is not None:
+        lines += _loop_lag(loop_lag)
     return "\n".join(lines) + "\n"

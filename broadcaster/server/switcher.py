@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ import av
 from aiortc.mediastreams import MediaStreamTrack
 
 from ..bus.packet import EncodedFrame
+from .live_rungs import nearest_live
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,19 @@ class SwitcherTrack(MediaStreamTrack):
         self._drain = False
         # Called once with the pts of the first frame fully sent (see recv()).
         self.on_sent: Callable[[int], None] | None = None
+        # Which rungs still produce frames (the broadcast's list, shared and kept up to
+        # date); None until bound: every rung.
+        self.live: Sequence[bool] | None = None
         request_keyframe(start_rung)
 
     # -------------------------------------------------------------- control
+
+    def bind_ladder(self, live: Sequence[bool]) -> None:
+        """Follow ``live`` (which rungs still produce frames) from now on."""
+        self.live = live
+        usable = nearest_live(self.target, live)
+        if usable is not None and usable != self.target:
+            self.select(usable, self._reason)
 
     def select(self, rung: int, reason: str, drain: bool = False) -> None:
         """Aim for ``rung``; the move happens at its next keyframe.
@@ -79,7 +90,15 @@ class SwitcherTrack(MediaStreamTrack):
         ``drain``: stop sending the current rung until then. For a move down because the
         link is congested: the old rung's frames only deepen the queue the target's
         keyframe must get through, and most of them would be lost anyway.
+
+        A dead rung (its encoder failed) is replaced by the nearest live one: aimed at a
+        rung that never sends a keyframe, the viewer would wait forever.
         """
+        if self.live is not None:
+            usable = nearest_live(rung, self.live)
+            if usable is None:
+                return  # no rung left; the capture side ends the broadcast
+            rung = usable
         self._drain = drain and rung != self.current
         if rung == self.target:
             return
@@ -87,6 +106,16 @@ class SwitcherTrack(MediaStreamTrack):
         self._reason = reason
         if rung != self.current:
             self._request_keyframe(rung)
+
+    def on_rung_failed(self, rung: int) -> None:
+        """``rung`` produces no more frames: move off it, or stop heading for it."""
+        usable = nearest_live(rung, self.live) if self.live is not None else None
+        if rung == self.target and usable is not None:
+            self.select(usable, "rung-failed")
+        elif rung == self.current:
+            # Already headed elsewhere: nothing arrives until the target's keyframe, so
+            # make sure it comes soon.
+            self._request_keyframe(self.target)
 
     def on_keyframe_request(self) -> None:
         """The viewer lost the picture (PLI/FIR): ask the rung it decodes for a keyframe."""

@@ -8,12 +8,15 @@ import pytest
 
 from broadcaster.bus.local import CaptureLink
 from broadcaster.bus.packet import (
+    MAX_TEXT_BYTES,
     BusError,
     CaptureError,
     CaptureStats,
     EncodedFrame,
     FrameSet,
     KeyframeRequest,
+    RungFailed,
+    SourceStatus,
     Stop,
     decode_capture_message,
     decode_server_message,
@@ -43,6 +46,44 @@ def test_stats_and_error_round_trip() -> None:
     assert decode_capture_message(encode_capture_message(stats)) == stats
     err = CaptureError("camera 0: cannot open")
     assert decode_capture_message(encode_capture_message(err)) == err
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        SourceStatus("lost", "file /tmp/a.mp4: no such file", 0.5),
+        SourceStatus("lost", "camera 0: read failed \u2014 unplugged?", 5.0),
+        SourceStatus("live"),
+        RungFailed(1, "360p encoder failed: EOFError: End of file"),
+        RungFailed(255, ""),
+    ],
+)
+def test_fault_messages_round_trip(msg: SourceStatus | RungFailed) -> None:
+    assert decode_capture_message(encode_capture_message(msg)) == msg
+
+
+def test_fault_message_text_is_cut_to_one_line_worth() -> None:
+    long = SourceStatus("lost", "\u00e9" * 5000, 1.0)
+    buf = encode_capture_message(long)
+    assert len(buf) < MAX_TEXT_BYTES + 32
+    back = decode_capture_message(buf)
+    assert isinstance(back, SourceStatus)
+    # Cut inside a two-byte character: the partial one is dropped, not garbled.
+    assert back.message == "\u00e9" * (MAX_TEXT_BYTES // 2)
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"\x04",  # source status without a body
+        b"\x04\x07" + b"\x00" * 8 + b"\x00\x00",  # unknown state
+        b"\x04\x01" + b"\x00" * 8 + b"\x00\x05ab",  # text shorter than its length
+        b"\x05\x01\x00\x01ab",  # text longer than its length
+    ],
+)
+def test_junk_fault_messages_raise_bus_error(junk: bytes) -> None:
+    with pytest.raises(BusError):
+        decode_capture_message(junk)
 
 
 def test_server_messages_round_trip() -> None:
