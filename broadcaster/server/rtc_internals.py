@@ -18,8 +18,9 @@ from typing import Any
 
 import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aiortc import RTCRtpSender, RTCRtpTransceiver
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.clock import current_ntp_time
+from aiortc.exceptions import InvalidStateError
 from aiortc.rtp import RTP_HISTORY_SIZE, RtcpSenderInfo, RtcpSrPacket, RtpPacket, wrap_rtx
 from aiortc.utils import uint16_add
 
@@ -41,8 +42,64 @@ def check_compatible() -> None:
             missing.append(f"aioice.ice.{name}")
     if not callable(getattr(aioice.ice.Connection, "get_component_candidates", None)):
         missing.append("aioice.ice.Connection.get_component_candidates")
+    for name in (_CONNECT, _CREATE_TRANSCEIVER):
+        if not callable(getattr(RTCPeerConnection, name, None)):
+            missing.append(f"RTCPeerConnection.{name}")
     if missing:
         raise RuntimeError(f"aiortc internals changed; missing: {', '.join(missing)}")
+
+
+# The private coroutine that starts ICE and DTLS for each transceiver (name-mangled).
+_CONNECT = "_RTCPeerConnection__connect"
+
+
+def quiet_connect_after_close(pc: RTCPeerConnection) -> None:
+    """Let ``pc``'s connect task end quietly when the connection is closed under it.
+
+    setRemoteDescription and setLocalDescription each start aiortc's ``__connect`` as a
+    task nobody awaits. It starts ICE transceiver by transceiver; when the connection is
+    closed while it waits on one (a DELETE or a shutdown during ICE), it goes on to the
+    next, whose transport - its own when the offer was not BUNDLEd - is already closed,
+    and dies with InvalidStateError: "Task exception was never retrieved" and a traceback
+    in the log. Found by tests/integration/test_offer_corpus.py.
+    """
+    original: Callable[[], Awaitable[None]] = getattr(pc, _CONNECT)
+
+    async def connect() -> None:
+        try:
+            await original()
+        except InvalidStateError:
+            if pc.signalingState != "closed":  # close() sets this first, synchronously
+                raise
+
+    # Instance attribute: only our server's connections change, not aiortc's class.
+    setattr(pc, _CONNECT, connect)
+
+
+_CREATE_TRANSCEIVER = "_RTCPeerConnection__createTransceiver"
+_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
+
+
+def skip_receive_estimation(pc: RTCPeerConnection) -> None:
+    """Drop the receive-side bandwidth estimator from every transceiver ``pc`` creates.
+
+    aiortc gives each video receiver a RemoteBitrateEstimator whose 1 s window is 1000
+    RateBucket objects. The server never receives video, yet each viewer session carried
+    those 1000 GC-tracked objects: full collections walked them for every live viewer,
+    and a closed session (a reference cycle, like all of aiortc) left them for a gen-2
+    pass to free all at once. With offers arriving that made 100-250 ms event-loop
+    stalls (tests/integration/test_offer_corpus.py). With no estimator aiortc just sends
+    no REMB for incoming video, as it does for audio.
+    """
+    original: Callable[..., RTCRtpTransceiver] = getattr(pc, _CREATE_TRANSCEIVER)
+
+    def create(*args: Any, **kwargs: Any) -> RTCRtpTransceiver:
+        transceiver = original(*args, **kwargs)
+        if getattr(transceiver.receiver, _ESTIMATOR, None) is not None:
+            setattr(transceiver.receiver, _ESTIMATOR, None)
+        return transceiver
+
+    setattr(pc, _CREATE_TRANSCEIVER, create)
 
 
 def hook_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

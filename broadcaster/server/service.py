@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from aiohttp import web
@@ -53,6 +54,9 @@ class Service:
             self._runner, self.config.server.host, self.config.server.port, reuse_address=True
         )
         await site.start()
+        # Everything allocated so far lives as long as the server: keep it out of every
+        # future full collection (~69k objects, ~39 ms per gen-2 pass otherwise).
+        gc.freeze()
         # Port 0 in config means "any free port": report the one the kernel chose.
         for address in self._runner.addresses:
             if isinstance(address, tuple):

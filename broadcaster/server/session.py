@@ -13,6 +13,7 @@ from typing import Literal
 from aiortc import RTCPeerConnection
 from aiortc.rtp import RtpPacket
 
+from . import rtc_internals
 from .abr_controller import ViewerAbr
 from .broadcast import Broadcast
 from .ratelimit import TokenBucket
@@ -47,6 +48,8 @@ class ViewerSession:
     ) -> None:
         self.id = new_session_id()
         self.pc = pc
+        rtc_internals.quiet_connect_after_close(pc)
+        rtc_internals.skip_receive_estimation(pc)
         self.switcher = switcher
         self.broadcast = broadcast
         self.mode: Mode = "auto"
@@ -95,6 +98,13 @@ class ViewerSession:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def remote_candidates(self) -> int:
+        """ICE candidates the viewer has given us so far (offer and trickle), the count
+        offer_guard.check_trickle bounds."""
+        transports = {t.receiver.transport.transport for t in self.pc.getTransceivers()}
+        return sum(len(t.getRemoteCandidates()) for t in transports)
 
     def start_watchdog(self, registry: ViewerRegistry) -> None:
         async def watch() -> None:

@@ -21,7 +21,7 @@ from .broadcast import Broadcast
 from .errors import json_error
 from .feedback import FeedbackCollector
 from .ice import announce, ice_link_headers, ice_servers, rtc_configuration
-from .offer_guard import check_offer
+from .offer_guard import check_offer, check_trickle
 from .session import ViewerSession
 from .state import ADMISSION, AUTH, BROADCAST, CONFIG, VIEWERS
 from .switcher import SwitcherTrack
@@ -209,6 +209,9 @@ async def _negotiate(session: ViewerSession, offer_sdp: str, config: Config) -> 
     await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
     if video.mid is None:
         raise _OfferError("offer's video m-line could not be matched")
+    # A sendrecv offer would otherwise be answered sendrecv: the viewer's own video would
+    # be decoded and queued on the server for a track nobody reads, without bound.
+    video.direction = "sendonly"
     for t in pc.getTransceivers():
         if t is not video:
             # Audio (and anything else) is answered inactive until we can serve it.
@@ -230,6 +233,9 @@ async def patch_whep(request: web.Request) -> web.Response:
     text = (await request.content.read(MAX_OFFER_BYTES + 1)).decode("utf-8", "replace")
     if len(text) > MAX_OFFER_BYTES:
         return json_error(413, "fragment too large")
+    problem = check_trickle(text, found.remote_candidates)
+    if problem is not None:
+        return json_error(400, problem)
     try:
         await _apply_trickle(found.pc, text)
     except (AssertionError, ValueError, IndexError) as exc:
@@ -277,6 +283,11 @@ async def post_layer(request: web.Request) -> web.Response:
         index = broadcast.rung_index(encoding) if isinstance(encoding, str) else None
         if index is None:
             return json_error(400, f"unknown encodingId {encoding!r}", valid=["auto", *names])
+        if not broadcast.rung_available(index):
+            valid = ["auto", *broadcast.available_rung_names()]
+            return json_error(
+                409, f"rung {encoding!r} is unavailable: its encoder failed", valid=valid
+            )
         found.pin(index)
     return web.json_response({"encodingId": encoding, "mode": found.mode})
 

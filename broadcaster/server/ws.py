@@ -183,13 +183,15 @@ class WsHub:
         self._stream = stream_state(broadcast)
         self._viewer_count = len(viewers)
         self._closed = False
+        self._ended_announced = False
 
     def __len__(self) -> int:
         return len(self.clients)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """Shutting down: no new sockets (once `ended` was announced, too)."""
+        return self._closed or self._ended_announced
 
     @property
     def full(self) -> bool:
@@ -231,12 +233,19 @@ class WsHub:
         for client in list(self.clients):
             client.send(msg)
 
+    def announce_ended(self) -> None:
+        """Tell every page the stream ended (once: shutdown says it before closing the
+        viewers' sessions, and close_all makes sure it was said)."""
+        if self._ended_announced:
+            return
+        self._ended_announced = True
+        self.broadcast_all({"type": "state", "stream": "ended", "viewers": 0})
+
     async def close_all(self) -> None:
         """App shutdown: tell every page the stream ended, then close with 1001."""
         self._closed = True
+        self.announce_ended()
         clients = list(self.clients)
-        for client in clients:
-            client.send({"type": "state", "stream": "ended", "viewers": 0})
         await asyncio.gather(
             *(c.close(WSCloseCode.GOING_AWAY, b"server shutdown") for c in clients)
         )
