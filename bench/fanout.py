@@ -1,19 +1,63 @@
-"""Fan-out cost: server CPU per WebRTC viewer, the broadcaster vs aiortc's usual way.
+"""Fan-out at scale: server CPU per WebRTC viewer, event-loop lag and delivery, three designs.
 
-    python bench/fanout.py [--viewers 1,10,50] [--naive-viewers 1,5,10] [--seconds 15]
-                           [--rung 360p]
+    python bench/fanout.py [--viewers 10,50,100,200] [--naive-viewers 1,5,10]
+                           [--seconds 15] [--settle 5] [--rung 360p] [--full-ladder]
 
-Ours: ``broadcaster serve`` (capture subprocess encodes the ladder once; the server process
-only packetizes, encrypts and sends). Naive: bench/naive_server.py, one aiortc VP8 encoder
-per viewer behind MediaRelay. For each viewer count N, N real aiortc WHEP viewers run in
-separate processes (bench/receivers.py; they do not decode), every ours-viewer pinned to
-``--rung``; after a settle time the CPU time of the SERVER process alone is measured over
-``--seconds`` (the capture child is reported separately: its work does not depend on N).
+Designs, each one server process on 127.0.0.1 driven by the same receivers:
 
-    CPU %/viewer = (server CPU % at N - server CPU % at N=0) / N     (% of one core)
+- ours: ``broadcaster serve``. Its capture subprocess encodes the ladder once; the server
+  process fans the encoded frames out (switcher track per viewer, ABR, RTCP hooks, aiortc
+  sender). Every viewer is pinned to ``--rung`` through the WHEP layer link.
+- stock: bench/stock_server.py, aiortc's stock pre-encoded sender: the same capture
+  process (same config, same VP8 bitstream), then per viewer a track whose ``recv()``
+  returns the ``av.Packet`` from its own queue, packetized by aiortc's ``RTCRtpSender``.
+- naive: bench/naive_server.py, one aiortc VP8 encoder per viewer behind MediaRelay, at the
+  rung's bitrate. ~10 % of a core per viewer, so its N list is its own (--naive-viewers).
 
-Delivery is checked by comparing what the receivers got with what the server says it sent.
-Prints a table; writes bench/out/fanout.{json,md,png}. Not a test: it asserts nothing.
+Ladder: ours and stock run a one-rung ladder (``--rung`` only) unless --full-ladder. The
+server's per-viewer work does not depend on rungs nobody watches, but on 2 cores the 720p
+and 180p encodes (~60 % of a core) would compete with the fan-out and receivers under test.
+
+For each N (N=0 first, as the idle baseline), N viewers connect (bench/receivers.py, 50
+per process at nice 10; they count RTP and do not decode, ~0.2-0.35 % of a core per
+viewer), then after ``--settle`` seconds, over ``--seconds``:
+
+- CPU %/viewer = (server CPU % at N - server CPU % at N=0) / N, % of one core, the server
+  process alone (user+system time of all its threads / wall time). The capture child's
+  work does not depend on N: its own column. Receivers' CPU and every other process's
+  (machine busy minus ours) are reported too: on a shared 2-core box they set how far the
+  figures can be trusted.
+- Event-loop lag p50/p99/max: each server samples its own loop (a 10 ms timer's overshoot,
+  broadcaster.server.looplag) and reports quantiles over its last 10 s; read at the end of
+  the window. Ours: /metrics ``broadcaster_loop_lag_seconds``; stock and naive: GET
+  /bench/lag (the same class).
+- Delivery: RTP packets received / packets expected, where
+
+      expected = F x N x P
+      F = frames the source produced in the window (ours: capture framesets, /healthz;
+          stock: frames of the rung from the capture; naive: frames of the source track)
+      P = RTP packets per frame as the senders packetized them, from the receivers:
+          (media packets received + lost by sequence-number gap) / frames seen
+
+  "Frames seen" counts distinct RTP timestamps (a frame of which some packet arrived). So
+  delivery = (frames seen / (F x N)) x (received / (received + lost)): the share of the
+  source's frames that reached the viewers, times the share of their packets that arrived.
+  It drops when a server falls behind (frames left queued, dropped on overflow, or sent
+  after the window) and when packets are lost on the way (socket buffers). RTX and probe
+  packets count on neither side. Target: >= 99 %. A row under HEALTHY_DELIVERY of frames is
+  marked starved: that server did not keep up, and its CPU figure understates its cost
+  ("if kept up" divides by the share delivered). "Worst viewer" = the lowest frames-seen
+  share of any one viewer, so a stalled viewer cannot hide in the sum.
+
+Trust: two columns say whether a row measured the server or the machine. "server waiting
+for CPU" is the share of the window its event-loop thread was runnable but not running
+(Linux schedstat): loop lag it explains is other processes, not the server's own work.
+"UDP drops" counts datagrams the kernel dropped on full receive buffers (machine-wide): a
+rise means some receiver fell behind, so lost packets may not be the server's fault.
+
+Ratios (stock/ours at equal N; naive/ours against naive's largest N that kept up) come
+from the same run. Prints the tables; writes bench/out/fanout.{json,md,png} (the server,
+receiver logs and the generated config beside them). Not a test: it asserts nothing.
 All traffic stays on 127.0.0.1; every process it starts is stopped by pid before it exits.
 """
 
@@ -23,11 +67,14 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
+import math
+import os
+import re
 import signal
 import socket
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -39,14 +86,34 @@ import psutil
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+# The checkout under test, whether or not (or from wherever) the package is installed:
+# first on the path here and, through PYTHONPATH, in every process we start.
+sys.path.insert(0, str(ROOT))
+CHILD_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 OUT = BENCH / "out"
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 START_TIMEOUT = 30.0  # server up and healthy
 STOP_TIMEOUT = 15.0  # graceful stop before SIGKILL
-DRAIN_TIMEOUT = 10.0  # server notices every viewer left
-NOMINAL_FPS = 30.0  # both designs send 30 fps when they keep up
+DRAIN_TIMEOUT = 15.0  # server notices every viewer left
+NOMINAL_FPS = 30.0  # every design sends 30 fps when it keeps up
 HEALTHY_DELIVERY = 0.97  # below this share of frames a row is CPU-starved, not a fair price
-VIEWERS_PER_WORKER = 25  # viewers per receiver process (2 cores: more processes won't help)
+DELIVERY_TARGET = 0.99  # issue 6: packets delivered / expected
+VIEWERS_PER_WORKER = 50  # viewers per receiver process (2 cores: more processes won't help)
+# Receivers yield the CPU to the server under test (and its capture) when the machine is
+# saturated: the load generator should not make the server look slow.
+RECEIVER_NICE = 10
+DESIGNS = ("ours", "stock", "naive")
+COLOURS = {"ours": "tab:blue", "stock": "tab:orange", "naive": "tab:red"}
+LOG_NAMES = [f"fanout-{d}-server.log" for d in DESIGNS] + ["fanout-receivers.log"]
+
+# Issue 6's targets, checked in the report.
+TARGET_CPU_PER_VIEWER = 0.2  # % of a core, ours
+TARGET_OVER_STOCK = 2.0
+TARGET_OVER_NAIVE = 40.0
+TARGET_LAG_P99_MS = 20.0  # ours, at the largest N (200)
 
 # Every process this run started, so the last-resort cleanup can find them by pid.
 STARTED: list[int] = []
@@ -80,6 +147,33 @@ def machine_busy_seconds() -> float:
     return float(t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0))
 
 
+def runqueue_wait_seconds(pid: int) -> float | None:
+    """Time the process's main thread (its event loop) spent runnable but not running.
+
+    Linux schedstat. Loop lag that this does not explain is the loop's own work; lag it
+    does explain is other processes taking the CPU (on a shared machine, often).
+    """
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+        return int(fields[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def udp_receive_drops() -> int | None:
+    """Machine-wide UDP datagrams dropped on full receive buffers (/proc/net/snmp).
+
+    On loopback nothing else drops packets: a rise means some receiver (ours or, on a
+    shared machine, anyone's) did not read its socket in time.
+    """
+    try:
+        lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()]
+        names, values = [ln for ln in lines if ln and ln[0] == "Udp:"][:2]
+        return int(values[names.index("RcvbufErrors")])
+    except (OSError, ValueError):
+        return None
+
+
 async def spawn(
     argv: list[str], stdin: int | None, stdout: int | None, log_name: str
 ) -> asyncio.subprocess.Process:
@@ -91,6 +185,7 @@ async def spawn(
             stdin=stdin,
             stdout=stdout,
             stderr=errlog,
+            env=CHILD_ENV,
             # Own session: a Ctrl-C in the terminal reaches only us, and we stop
             # our children in order (viewers first, then servers).
             start_new_session=True,
@@ -123,69 +218,158 @@ async def stop_process(proc: asyncio.subprocess.Process, sig: int = signal.SIGTE
         await proc.wait()
 
 
+# ---------------------------------------------------------------- the servers' config
+
+
+def write_config(rung: str, full_ladder: bool) -> Path:
+    """The broadcaster config ours and stock run with; validated before use.
+
+    Admission limits are lifted: every viewer comes from 127.0.0.1 within seconds, which
+    the per-IP offer rate would (rightly) refuse. A broadcaster without [limits] gets the
+    file without it.
+    """
+    from broadcaster.config import ConfigError, parse_config
+
+    ladder = [r for r in parse_config({}).ladder if full_ladder or r.name == rung]
+    if rung not in [r.name for r in ladder]:
+        raise SystemExit(f"--rung {rung!r} is not a rung of the default ladder")
+    head = ["# written by bench/fanout.py", "[server]", 'host = "127.0.0.1"', ""]
+    limits = ["[limits]", "max_viewers = 0", "offers_per_minute = 0", ""]
+    rungs = [
+        f'[[ladder]]\nname = "{r.name}"\nwidth = {r.width}\nheight = {r.height}\n'
+        f"fps = {r.fps}\nbitrate = {r.bitrate}\n"
+        for r in ladder
+    ]
+    text = "\n".join(head + limits + rungs)
+    try:
+        parse_config(tomllib.loads(text))
+    except ConfigError:
+        text = "\n".join(head + rungs)
+        parse_config(tomllib.loads(text))
+    path = OUT / "fanout-config.toml"
+    path.write_text(text)
+    return path
+
+
 # ---------------------------------------------------------------- servers under test
 
 
 @dataclass
 class ServerCounters:
-    """Cumulative 'sent' counters from a server's /metrics (None where it has none)."""
+    """Cumulative counters from a server (None where it has none), plus its loop lag."""
 
-    frames: float | None = None
-    bytes: float | None = None
-    packets: float | None = None
-    source_frames: float | None = None  # frames the source produced (ours: capture framesets)
+    source_frames: float | None = None  # frames of the measured stream the source produced
+    frames: float | None = None  # frames handed to viewers' senders
+    bytes: float | None = None  # encoded bytes handed to viewers' senders
+    packets: float | None = None  # RTP packets the senders report sent (naive only)
     keyframes: float | None = None
+    # Event-loop lag over the server's last window, seconds (a gauge, not cumulative).
+    lag: dict[str, float] = field(default_factory=dict)
 
 
-def parse_ours(metrics: str, health: str) -> ServerCounters:
-    # Prometheus text: sum over rungs, so a viewer on another rung is still counted
-    # on both sides of the comparison.
+_LAG_LINE = re.compile(
+    r'^broadcaster_loop_lag_(?:seconds\{quantile="(0\.5|0\.99)"\}|(max)_seconds) (\S+)$'
+)
+
+
+def parse_ours(metrics: str, health: str, _lag: str | None) -> ServerCounters:
+    # Prometheus text: sum over rungs, so a viewer on another rung is still counted.
     sums = {"frames_out": 0.0, "bytes_out": 0.0, "keyframes": 0.0}
+    lag: dict[str, float] = {}
     for line in metrics.splitlines():
         for name in sums:
             if line.startswith(f"broadcaster_{name}_total{{"):
                 sums[name] += float(line.rsplit(" ", 1)[1])
-    # Capture framesets: the capture process drops frames when it cannot keep up.
+        m = _LAG_LINE.match(line)
+        if m:
+            lag[{"0.5": "p50", "0.99": "p99"}.get(m[1] or "", "max")] = float(m[3])
     return ServerCounters(
+        # Capture framesets: every rung has a frame in each at the default fps.
+        source_frames=json.loads(health)["frames"],
         frames=sums["frames_out"],
         bytes=sums["bytes_out"],
         keyframes=sums["keyframes"],
-        source_frames=json.loads(health)["frames"],
+        lag=lag,  # empty while app.py does not start the sampler
     )
 
 
-def parse_naive(metrics: str, _health: str) -> ServerCounters:
+def _lag_json(text: str | None) -> dict[str, float]:
+    data = json.loads(text) if text else {}
+    return {k: float(data[k]) for k in ("p50", "p99", "max") if k in data}
+
+
+def parse_stock(metrics: str, _health: str, lag: str | None) -> ServerCounters:
     data = json.loads(metrics)
-    return ServerCounters(packets=data["packets_sent"], source_frames=data["source_frames"])
+    return ServerCounters(
+        source_frames=data["source_frames"],
+        frames=data["frames_out"],
+        bytes=data["bytes_out"],
+        keyframes=data["keyframes"],
+        lag=_lag_json(lag),
+    )
+
+
+def parse_naive(metrics: str, _health: str, lag: str | None) -> ServerCounters:
+    data = json.loads(metrics)
+    return ServerCounters(
+        source_frames=data["source_frames"], packets=data["packets_sent"], lag=_lag_json(lag)
+    )
 
 
 @dataclass
 class Design:
     name: str
     argv: Callable[[int], list[str]]
-    parse_metrics: Callable[[str, str], ServerCounters]  # (/metrics, /healthz) bodies
+    # (/metrics, /healthz, /bench/lag or None) bodies -> counters
+    parse: Callable[[str, str, str | None], ServerCounters]
+    lag_path: str | None  # where the lag is, if not in /metrics
     rung: str | None  # pin viewers to this rung via the WHEP layer link
     has_capture_child: bool
 
 
-def ours(rung: str) -> Design:
-    exe = shutil.which("broadcaster")
-    base = [exe] if exe else [sys.executable, "-m", "broadcaster.cli"]
+def ours(rung: str, config: Path) -> Design:
     return Design(
         "ours",
-        lambda port: [*base, "serve", "--port", str(port), "--quiet"],
+        lambda port: [
+            sys.executable,
+            "-m",
+            "broadcaster.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--quiet",
+        ],
         parse_ours,
+        None,
         rung,
         True,
     )
 
 
-def naive() -> Design:
+def stock(rung: str, config: Path) -> Design:
+    script = str(BENCH / "stock_server.py")
+    return Design(
+        "stock",
+        lambda port: (
+            [sys.executable, script, "--port", str(port), "--config", str(config)]
+            + ["--rung", rung]
+        ),
+        parse_stock,
+        "bench/lag",
+        None,  # one stream only: nothing to pin
+        True,
+    )
+
+
+def naive(bitrate: int) -> Design:
     script = str(BENCH / "naive_server.py")
     return Design(
         "naive",
-        lambda port: [sys.executable, script, "--port", str(port)],
+        lambda port: [sys.executable, script, "--port", str(port), "--bitrate", str(bitrate)],
         parse_naive,
+        "bench/lag",
         None,
         False,
     )
@@ -212,12 +396,15 @@ class Server:
             return resp.status, await resp.text()
 
     async def counters(self) -> ServerCounters:
-        (status, metrics), (_, health) = await asyncio.gather(
-            self.get("metrics"), self.get("healthz")
+        lag_path = self.design.lag_path
+        (status, metrics), (_, health), lag = await asyncio.gather(
+            self.get("metrics"),
+            self.get("healthz"),
+            self.get(lag_path) if lag_path else _none(),
         )
         if status != 200:
             raise RuntimeError(f"{self.design.name} /metrics: {status}")
-        return self.design.parse_metrics(metrics, health)
+        return self.design.parse(metrics, health, lag[1] if lag else None)
 
     async def wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -240,6 +427,10 @@ class Server:
                     return
             await asyncio.sleep(0.25)
         log(f"{self.design.name}: viewers still registered after {DRAIN_TIMEOUT:.0f}s")
+
+
+async def _none() -> None:
+    return None
 
 
 @contextlib.asynccontextmanager
@@ -269,6 +460,22 @@ async def running_server(design: Design, http: aiohttp.ClientSession) -> AsyncIt
 
 
 # ---------------------------------------------------------------- receivers
+
+
+RECEIVED_SUMS = ("packets", "lost", "rtx", "frames", "bytes", "connected")
+
+
+@dataclass
+class Received:
+    """What the receivers counted, cumulative (see bench/receivers.py)."""
+
+    packets: int = 0  # media RTP packets received
+    lost: int = 0  # media packets missing from the sequence numbers
+    rtx: int = 0
+    frames: int = 0  # frames seen (distinct RTP timestamps), summed over viewers
+    bytes: int = 0  # encoded bytes (VP8 payload without descriptor)
+    connected: int = 0
+    frames_each: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -310,6 +517,7 @@ class ReceiverPool:
         script = str(BENCH / "receivers.py")
         for n in split(count, VIEWERS_PER_WORKER):
             argv = [sys.executable, script, "--url", url, "--count", str(n)]
+            argv += ["--nice", str(RECEIVER_NICE)]
             if rung:
                 argv += ["--rung", rung]
             proc = await spawn(
@@ -321,10 +529,13 @@ class ReceiverPool:
             self.failed += int(ready["failed"])
             self.errors += ready["errors"]
 
-    async def stats(self) -> dict[str, int]:
+    async def stats(self) -> Received:
         replies = await asyncio.gather(*(w.request("stats", 10.0) for w in self.workers))
-        keys = ("packets", "lost", "frames", "bytes", "connected")
-        return {k: sum(int(r[k]) for r in replies) for k in keys}
+        return Received(
+            **{k: sum(int(r[k]) for r in replies) for k in RECEIVED_SUMS},
+            # Worker order is fixed, and so is each worker's viewer order.
+            frames_each=[int(f) for r in replies for f in r["frames_each"]],
+        )
 
     async def stop(self) -> None:
         async def one(w: ReceiverWorker) -> None:
@@ -353,8 +564,10 @@ class Snapshot:
     capture_cpu: float
     receivers_cpu: float
     machine_busy: float
+    server_runq_wait: float | None
+    udp_drops: int | None
     sent: ServerCounters
-    received: dict[str, int]
+    received: Received
 
 
 @dataclass
@@ -365,24 +578,35 @@ class Row:
     seconds: float
     server_cpu_pct: float
     cpu_pct_per_viewer: float | None
-    # Same, divided by the share of handed-out frames the receivers got: a server that
-    # falls behind (naive, CPU-starved) encodes and sends less and would look cheaper.
-    # Not scaled by the source's fps: ours' per-viewer work is per RTP packet, and the
-    # packet rate follows the bitrate (a capture starved to 13 fps still sends ~780 kbit/s).
+    # Same, divided by the share of the source's frames the viewers got: a server that
+    # falls behind sends less and would look cheaper than it is.
     cpu_pct_per_viewer_kept_up: float | None
     capture_cpu_pct: float | None
     receivers_cpu_pct: float
+    receivers_cpu_pct_per_viewer: float | None
     machine_busy_pct: float  # of ALL cores (100 % = every core busy)
     others_cpu_pct: float  # machine busy minus our processes, % of one core: shared-box noise
+    # Server's loop thread runnable but waiting for a CPU, % of the window (other processes).
+    server_cpu_wait_pct: float | None
+    udp_drops: int | None  # machine-wide receive-buffer drops in the window
+    lag_p50_ms: float | None
+    lag_p99_ms: float | None
+    lag_max_ms: float | None
     kbit_per_viewer: float | None
-    fps_per_viewer: float | None  # complete frames each receiver reassembled per second
-    source_fps: float | None  # frames the source produced per second (ours: capture)
-    keyframes_per_s: float | None  # ours: keyframes over all rungs (PLI/joins raise it)
+    fps_per_viewer: float | None  # frames seen per viewer per second
+    source_fps: float | None
+    keyframes_per_s: float | None
     packets_per_s_per_viewer: float | None
-    frames_delivered: float | None  # receivers' complete frames / server's frames sent
-    bytes_delivered: float | None  # ours: encoded bytes received / handed to senders
-    packets_delivered: float | None  # naive: RTP packets received / sent (incl. RTX)
+    packets_per_frame: float | None  # P in the docstring's expected = F x N x P
+    packets_expected: float | None
+    packets_delivered: float | None  # received / expected (the >= 99 % target)
+    frames_delivered: float | None  # frames seen / (F x N)
+    worst_viewer_frames: float | None  # lowest frames seen / F of any viewer
+    bytes_delivered: float | None  # encoded bytes received / handed to senders (ours, stock)
     packets_lost: int
+    rtx_packets: int
+    server_packets_sent: float | None  # naive: its senders' own count, for cross-checking
+    stock_over_ours: float | None = None
     naive_over_ours: float | None = None
 
 
@@ -396,37 +620,50 @@ async def snapshot(server: Server, capture: list[psutil.Process], pool: Receiver
         capture_cpu=cpu_seconds(capture),
         receivers_cpu=cpu_seconds(pool.processes),
         machine_busy=machine_busy_seconds(),
+        server_runq_wait=runqueue_wait_seconds(server.proc.pid),
+        udp_drops=udp_receive_drops(),
         sent=sent,
         received=received,
     )
 
 
-async def _no_stats() -> dict[str, int]:
-    return dict.fromkeys(("packets", "lost", "frames", "bytes", "connected"), 0)
+async def _no_stats() -> Received:
+    return Received()
 
 
-def ratio(num: float, den: float | None) -> float | None:
-    return num / den if den else None
+def ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or not den else num / den
 
 
 def delta(b: float | None, a: float | None) -> float | None:
     return None if a is None or b is None else b - a
 
 
+def ms(lag: dict[str, float], key: str) -> float | None:
+    v = lag.get(key)
+    return None if v is None or math.isnan(v) else 1000 * v
+
+
 def to_row(design: Design, n: int, a: Snapshot, b: Snapshot) -> Row:
     wall = b.at - a.at
-    rx = {k: b.received[k] - a.received[k] for k in b.received}
+    ra, rb = a.received, b.received
+    rx_packets, lost = rb.packets - ra.packets, rb.lost - ra.lost
+    rx_frames, rx_bytes = rb.frames - ra.frames, rb.bytes - ra.bytes
     ours_cpu = sum(
         getattr(b, k) - getattr(a, k) for k in ("server_cpu", "capture_cpu", "receivers_cpu")
     )
-    frames_sent = delta(b.sent.frames, a.sent.frames)
     src = delta(b.sent.source_frames, a.sent.source_frames)
-    if frames_sent is None and src is not None:
-        frames_sent = src * n  # naive: the relay hands every source frame to every viewer
+    expected_frames = src * n if src is not None and n else None
+    per_frame = (rx_packets + lost) / rx_frames if rx_frames else None
+    expected = expected_frames * per_frame if expected_frames is not None and per_frame else None
+    worst = None
+    if n and src and len(ra.frames_each) == len(rb.frames_each) == n:
+        worst = min(y - x for x, y in zip(ra.frames_each, rb.frames_each, strict=True)) / src
+    receivers_cpu = 100 * (b.receivers_cpu - a.receivers_cpu) / wall
     return Row(
         design=design.name,
         viewers=n,
-        connected=b.received["connected"],
+        connected=rb.connected,
         seconds=round(wall, 2),
         server_cpu_pct=100 * (b.server_cpu - a.server_cpu) / wall,
         cpu_pct_per_viewer=None,
@@ -434,24 +671,30 @@ def to_row(design: Design, n: int, a: Snapshot, b: Snapshot) -> Row:
         capture_cpu_pct=(
             100 * (b.capture_cpu - a.capture_cpu) / wall if design.has_capture_child else None
         ),
-        receivers_cpu_pct=100 * (b.receivers_cpu - a.receivers_cpu) / wall,
+        receivers_cpu_pct=receivers_cpu,
+        receivers_cpu_pct_per_viewer=receivers_cpu / n if n else None,
         machine_busy_pct=100 * (b.machine_busy - a.machine_busy) / wall / psutil.cpu_count(),
         others_cpu_pct=max(0.0, 100 * (b.machine_busy - a.machine_busy - ours_cpu) / wall),
-        kbit_per_viewer=rx["bytes"] * 8 / 1000 / wall / n if n else None,
-        fps_per_viewer=rx["frames"] / wall / n if n else None,
+        server_cpu_wait_pct=ratio(delta(b.server_runq_wait, a.server_runq_wait), wall / 100),
+        udp_drops=None if a.udp_drops is None or b.udp_drops is None else b.udp_drops - a.udp_drops,
+        # The lag is the server's own window, read at the end of ours.
+        lag_p50_ms=ms(b.sent.lag, "p50"),
+        lag_p99_ms=ms(b.sent.lag, "p99"),
+        lag_max_ms=ms(b.sent.lag, "max"),
+        kbit_per_viewer=rx_bytes * 8 / 1000 / wall / n if n else None,
+        fps_per_viewer=rx_frames / wall / n if n else None,
         source_fps=None if src is None else src / wall,
-        keyframes_per_s=(
-            None
-            if a.sent.keyframes is None or b.sent.keyframes is None
-            else (b.sent.keyframes - a.sent.keyframes) / wall
-        ),
-        packets_per_s_per_viewer=rx["packets"] / wall / n if n else None,
-        frames_delivered=ratio(rx["frames"], frames_sent) if n else None,
-        bytes_delivered=ratio(rx["bytes"], delta(b.sent.bytes, a.sent.bytes)) if n else None,
-        packets_delivered=(
-            ratio(rx["packets"], delta(b.sent.packets, a.sent.packets)) if n else None
-        ),
-        packets_lost=rx["lost"],
+        keyframes_per_s=ratio(delta(b.sent.keyframes, a.sent.keyframes), wall),
+        packets_per_s_per_viewer=rx_packets / wall / n if n else None,
+        packets_per_frame=per_frame,
+        packets_expected=expected,
+        packets_delivered=ratio(rx_packets, expected) if n else None,
+        frames_delivered=ratio(rx_frames, expected_frames) if n else None,
+        worst_viewer_frames=worst,
+        bytes_delivered=ratio(rx_bytes, delta(b.sent.bytes, a.sent.bytes)) if n else None,
+        packets_lost=lost,
+        rtx_packets=rb.rtx - ra.rtx,
+        server_packets_sent=delta(b.sent.packets, a.sent.packets),
     )
 
 
@@ -467,7 +710,7 @@ async def measure(server: Server, n: int, settle: float, seconds: float) -> Row:
                 f" ({pool.failed} failed{': ' + pool.errors[0] if pool.errors else ''})"
             )
         await asyncio.sleep(settle)
-        # The capture child only: it encodes the ladder once whatever N is.
+        # The capture child only: it encodes once whatever N is.
         capture = server.children() if design.has_capture_child else []
         a = await snapshot(server, capture, pool)
         await asyncio.sleep(seconds)
@@ -478,7 +721,10 @@ async def measure(server: Server, n: int, settle: float, seconds: float) -> Row:
     row = to_row(design, n, a, b)
     log(
         f"{design.name} N={n}: server {row.server_cpu_pct:.1f}% of a core, "
-        f"machine {row.machine_busy_pct:.0f}% busy"
+        f"lag p99 {pct(row.lag_p99_ms)} ms, delivered {pct(pct_of(row.packets_delivered))}%, "
+        f"receivers {row.receivers_cpu_pct:.0f}% ({pct(row.receivers_cpu_pct_per_viewer, 2)}"
+        f"%/viewer), machine {row.machine_busy_pct:.0f}% busy, server waited for CPU "
+        f"{pct(row.server_cpu_wait_pct)}%, UDP drops {row.udp_drops}"
     )
     return row
 
@@ -503,7 +749,11 @@ async def run_design(design: Design, counts: list[int], settle: float, seconds: 
 def keeps_up(row: Row) -> bool:
     # Above 100 % too: aiortc's buffered relay lets a lagging encoder catch up later.
     v = row.frames_delivered
-    return v is not None and HEALTHY_DELIVERY <= v <= 2 - HEALTHY_DELIVERY
+    return (
+        row.connected == row.viewers
+        and v is not None
+        and HEALTHY_DELIVERY <= v <= 2 - HEALTHY_DELIVERY
+    )
 
 
 def naive_reference(rows: list[Row]) -> Row | None:
@@ -518,14 +768,22 @@ def naive_reference(rows: list[Row]) -> Row | None:
 
 
 def add_ratios(rows: list[Row]) -> Row | None:
-    # Full-rate figures on both sides: on a busy machine either design may fall below
-    # 30 fps, and a frame not sent is CPU not spent.
+    """stock/ours at equal N, naive/ours against naive's reference row; returns that row.
+
+    Only between rows that kept up: a starved server's cost is a guess ('if kept up'
+    scales it by what it delivered), and a ratio of two guesses is noise.
+    """
+    stock_at = {r.viewers: r for r in rows if r.design == "stock" and keeps_up(r)}
     ref = naive_reference(rows)
-    if ref is None or ref.cpu_pct_per_viewer_kept_up is None:
-        return ref
     for row in rows:
-        if row.design == "ours" and row.cpu_pct_per_viewer_kept_up:
-            row.naive_over_ours = ref.cpu_pct_per_viewer_kept_up / row.cpu_pct_per_viewer_kept_up
+        mine = row.cpu_pct_per_viewer_kept_up
+        if row.design != "ours" or not mine or not keeps_up(row):
+            continue
+        other = stock_at.get(row.viewers)
+        if other is not None and other.cpu_pct_per_viewer_kept_up is not None:
+            row.stock_over_ours = other.cpu_pct_per_viewer_kept_up / mine
+        if ref is not None and keeps_up(ref) and ref.cpu_pct_per_viewer_kept_up is not None:
+            row.naive_over_ours = ref.cpu_pct_per_viewer_kept_up / mine
     return ref
 
 
@@ -533,69 +791,201 @@ def pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def delivered(row: Row) -> str:
-    parts = [
-        (label, v)
-        for label, v in (
-            ("frames", row.frames_delivered),
-            ("bytes", row.bytes_delivered),
-            ("packets", row.packets_delivered),
-        )
-        if v is not None
-    ]
-    return ", ".join(f"{label} {100 * v:.1f}%" for label, v in parts) or "-"
+def pct_of(share: float | None) -> float | None:
+    return None if share is None else 100 * share
 
 
-HEADER = [
+def times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}x"
+
+
+def starred(row: Row, text: str) -> str:
+    return text if text == "-" or keeps_up(row) else text + "*"
+
+
+FULL_HEADER = [
     "design",
     "N",
     "server CPU %",
     "CPU %/viewer",
     "CPU %/viewer if kept up",
     "capture CPU %",
-    "receivers CPU %",
+    "receivers CPU % (per viewer)",
     "other procs CPU %",
     "machine busy %",
+    "server waiting for CPU %",
+    "UDP drops",
     "kbit/s/viewer",
     "source fps",
     "fps/viewer",
-    "delivered (rx/tx)",
-    "naive/ours per viewer",
+    "pkts/frame",
+    "loop lag p50/p99/max ms",
+    "packets delivered %",
+    "frames delivered % (worst viewer)",
+    "stock/ours",
+    "naive/ours",
 ]
 
 
-def table_rows(rows: list[Row]) -> list[list[str]]:
+def full_rows(rows: list[Row]) -> list[list[str]]:
     return [
         [
             r.design,
             str(r.viewers) + ("" if r.connected == r.viewers else f" ({r.connected} up)"),
             pct(r.server_cpu_pct),
-            pct(r.cpu_pct_per_viewer, 2),
+            starred(r, pct(r.cpu_pct_per_viewer, 2)),
             pct(r.cpu_pct_per_viewer_kept_up, 2),
             pct(r.capture_cpu_pct),
-            pct(r.receivers_cpu_pct),
+            f"{r.receivers_cpu_pct:.1f} ({pct(r.receivers_cpu_pct_per_viewer, 2)})",
             pct(r.others_cpu_pct),
             pct(r.machine_busy_pct, 0),
+            pct(r.server_cpu_wait_pct),
+            "-" if r.udp_drops is None else str(r.udp_drops),
             pct(r.kbit_per_viewer, 0),
             pct(r.source_fps),
             pct(r.fps_per_viewer),
-            delivered(r),
-            "-" if r.naive_over_ours is None else f"{r.naive_over_ours:.1f}x",
+            pct(r.packets_per_frame, 2),
+            "/".join(pct(v) for v in (r.lag_p50_ms, r.lag_p99_ms, r.lag_max_ms)),
+            pct(pct_of(r.packets_delivered), 2),
+            f"{pct(pct_of(r.frames_delivered), 2)} ({pct(pct_of(r.worst_viewer_frames))})",
+            times(r.stock_over_ours),
+            times(r.naive_over_ours),
         ]
         for r in rows
     ]
 
 
-def markdown(rows: list[Row], notes: list[str]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
-    return "\n".join(["# Fan-out cost", "", *lines, "", *[f"- {n}" for n in notes], ""])
+SUMMARY_HEADER = [
+    "viewers",
+    "server CPU % of a core per viewer: ours / stock / naive",
+    "stock/ours",
+    "naive/ours",
+    "event-loop lag p99 ms: ours / stock / naive",
+    "packets delivered %: ours / stock / naive",
+]
 
 
-def plain(rows: list[Row]) -> str:
-    body = [HEADER, *table_rows(rows)]
-    widths = [max(len(r[i]) for r in body) for i in range(len(HEADER))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body)
+def summary_rows(rows: list[Row]) -> list[list[str]]:
+    """One line per N across the designs: the table for the README."""
+    at = {(r.design, r.viewers): r for r in rows}
+
+    def cells(n: int, fmt: Callable[[Row], str]) -> str:
+        out = []
+        for d in DESIGNS:
+            r = at.get((d, n))
+            out.append("-" if r is None else starred(r, fmt(r)))
+        return " / ".join(out)
+
+    table = []
+    for n in sorted({r.viewers for r in rows if r.viewers}):
+        ours_row = at.get(("ours", n))
+        table.append(
+            [
+                str(n),
+                cells(n, lambda r: pct(r.cpu_pct_per_viewer, 2)),
+                times(ours_row.stock_over_ours) if ours_row else "-",
+                times(ours_row.naive_over_ours) if ours_row else "-",
+                cells(n, lambda r: pct(r.lag_p99_ms)),
+                cells(n, lambda r: pct(pct_of(r.packets_delivered))),
+            ]
+        )
+    return table
+
+
+def targets(rows: list[Row], ref: Row | None) -> list[str]:
+    """Issue 6's targets against this run: cost at ours' largest N that kept up, lag there
+    and at the largest N measured, delivery at every N."""
+    mine = [r for r in rows if r.design == "ours" and r.viewers]
+    if not mine:
+        return []
+    top = max(mine, key=lambda r: r.viewers)
+    healthy = [r for r in mine if keeps_up(r)]
+    best = max(healthy, key=lambda r: r.viewers) if healthy else None
+
+    def verdict(value: float | None, ok: Callable[[float], bool]) -> str:
+        return "not measured" if value is None else ("met" if ok(value) else "NOT met")
+
+    def contended(r: Row) -> str:
+        wait = r.server_cpu_wait_pct
+        if keeps_up(r) and (wait is None or wait <= 5):
+            return ""
+        state = "kept up" if keeps_up(r) else "STARVED"
+        return f" ({state}; server waited for a CPU {pct(wait, 0)} % of the window)"
+
+    lines = []
+    if best is None:
+        lines.append("ours kept up at no N: cost and ratio targets not measured")
+    else:
+        at = f"at N={best.viewers}" + (
+            "" if best is top else f" (largest N that kept up; N={top.viewers} did not)"
+        )
+        per = best.cpu_pct_per_viewer_kept_up
+        lines += [
+            f"ours <= {TARGET_CPU_PER_VIEWER} % of a core per viewer {at}: {pct(per, 2)} % -> "
+            + verdict(per, lambda v: v <= TARGET_CPU_PER_VIEWER),
+            f"ours >= {TARGET_OVER_STOCK:g}x better than stock {at}: "
+            f"{times(best.stock_over_ours)} -> "
+            + verdict(best.stock_over_ours, lambda v: v >= TARGET_OVER_STOCK),
+            f"ours >= {TARGET_OVER_NAIVE:g}x better than naive {at}"
+            + (f", naive at N={ref.viewers}" if ref else "")
+            + f": {times(best.naive_over_ours)} -> "
+            + verdict(best.naive_over_ours, lambda v: v >= TARGET_OVER_NAIVE),
+        ]
+    for r in [top] if best in (None, top) else [best, top]:
+        lines.append(
+            f"ours event-loop lag p99 < {TARGET_LAG_P99_MS:g} ms at N={r.viewers}: "
+            f"{pct(r.lag_p99_ms)} ms{contended(r)} -> "
+            + verdict(r.lag_p99_ms, lambda v: v < TARGET_LAG_P99_MS)
+        )
+    deliveries = [r.packets_delivered for r in mine if r.packets_delivered is not None]
+    worst = min(mine, key=lambda r: r.packets_delivered or 0.0) if deliveries else None
+    if worst is not None:
+        lines.append(
+            f"ours packets delivered >= {100 * DELIVERY_TARGET:g} % at every N: lowest "
+            f"{pct(pct_of(worst.packets_delivered), 2)} % at N={worst.viewers}"
+            f"{contended(worst)} -> "
+            + verdict(worst.packets_delivered, lambda v: v >= DELIVERY_TARGET)
+        )
+    return lines
+
+
+def md_table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+
+
+def markdown(rows: list[Row], goals: list[str], notes: list[str]) -> str:
+    return "\n".join(
+        [
+            "# Fan-out cost",
+            "",
+            *md_table(SUMMARY_HEADER, summary_rows(rows)),
+            "",
+            "Targets (issue 6):",
+            "",
+            *[f"- {g}" for g in goals],
+            "",
+            "## Every row",
+            "",
+            *md_table(FULL_HEADER, full_rows(rows)),
+            "",
+            *[f"- {n}" for n in notes],
+            "",
+        ]
+    )
+
+
+def plain(header: list[str], body: list[list[str]]) -> str:
+    table = [header, *body]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in table)
+
+
+LABELS = {
+    "ours": "ours (broadcaster serve)",
+    "stock": "stock (aiortc pre-encoded sender)",
+    "naive": "naive (1 encoder/viewer)",
+}
 
 
 def plot(rows: list[Row], path: Path) -> None:
@@ -605,55 +995,72 @@ def plot(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for design, colour in (("ours", "tab:blue"), ("naive", "tab:red")):
+    fig, (total, per, lag) = plt.subplots(1, 3, figsize=(15, 4.4))
+    for design in DESIGNS:
         mine = [r for r in rows if r.design == design]
         if not mine:
             continue
-        label = "ours (server process)" if design == "ours" else "naive (1 encoder/viewer)"
-        left.plot(
+        colour = COLOURS[design]
+        total.plot(
             [r.viewers for r in mine],
             [r.server_cpu_pct for r in mine],
             "o-",
             color=colour,
-            label=label,
+            label=LABELS[design],
         )
-        per = [
+        points = [
             (r.viewers, r.cpu_pct_per_viewer_kept_up, r)
             for r in mine
-            if r.cpu_pct_per_viewer_kept_up is not None
+            if r.cpu_pct_per_viewer_kept_up is not None and r.cpu_pct_per_viewer_kept_up > 0
         ]
-        right.plot([x for x, _, _ in per], [y for _, y, _ in per], "-", color=colour, label=design)
-        for x, y, r in per:
+        per.plot([x for x, _, _ in points], [y for _, y, _ in points], "-", color=colour)
+        for x, y, r in points:
             ok = keeps_up(r)
             # Hollow marker: the server fell behind (scaled figure, less certain).
-            right.plot([x], [y], "o", color=colour, markerfacecolor=colour if ok else "white")
-            right.annotate(
+            per.plot([x], [y], "o", color=colour, markerfacecolor=colour if ok else "white")
+            per.annotate(
                 f"{y:.2f}" + ("" if ok else " (starved)"),
                 (x, y),
                 textcoords="offset points",
-                xytext=(4, 4),
+                # ours below its point, the others above: ours and stock often coincide.
+                xytext=(4, -12) if design == "ours" else (4, 4),
                 fontsize=8,
+                color=colour,
             )
-        if design == "ours":
-            left.plot(
-                [r.viewers for r in mine],
-                [r.capture_cpu_pct for r in mine],
-                "s--",
-                color="tab:gray",
-                label="ours capture (encodes ladder once)",
-            )
-    left.set(xlabel="viewers", ylabel="CPU % of one core", title="Server CPU vs viewers")
-    right.set(
+        lags = [(r.viewers, r.lag_p99_ms, r) for r in mine if r.lag_p99_ms]
+        lag.plot([x for x, _, _ in lags], [y for _, y, _ in lags], "-", color=colour, label=design)
+        for x, y, r in lags:
+            face = colour if keeps_up(r) or not r.viewers else "white"
+            lag.plot([x], [y], "o", color=colour, markerfacecolor=face)
+    per.axhline(TARGET_CPU_PER_VIEWER, color="tab:green", ls=":", label="target (ours)")
+    lag.axhline(TARGET_LAG_P99_MS, color="tab:green", ls=":", label="target (ours)")
+    capture = [r for r in rows if r.design == "ours" and r.capture_cpu_pct is not None]
+    if capture:
+        total.plot(
+            [r.viewers for r in capture],
+            [r.capture_cpu_pct for r in capture],
+            "s--",
+            color="tab:gray",
+            label="capture process (encodes once; ours and stock)",
+        )
+    total.set(xlabel="viewers", ylabel="CPU % of one core", title="Server process CPU vs viewers")
+    per.set(
         xlabel="viewers",
         ylabel="CPU % of one core per viewer (if kept up)",
         yscale="log",
         title="Marginal server CPU per viewer",
     )
-    # Plain numbers on the log axis: "1.5" reads better than "1.5 x 10^0".
-    right.yaxis.set_major_formatter(ScalarFormatter())
-    right.yaxis.set_minor_formatter(NullFormatter())
-    for ax in (left, right):
+    lag.set(
+        xlabel="viewers",
+        ylabel="ms (hollow: starved row)",
+        yscale="log",
+        title="Server event-loop lag p99",
+    )
+    for ax in (per, lag):
+        # Plain numbers on the log axis: "1.5" reads better than "1.5 x 10^0".
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    for ax in (total, per, lag):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -661,42 +1068,47 @@ def plot(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(rows: list[Row], notes: list[str], meta: dict[str, Any]) -> None:
+def write_outputs(
+    rows: list[Row], goals: list[str], notes: list[str], meta: dict[str, Any]
+) -> None:
     OUT.mkdir(exist_ok=True)
-    data = {**meta, "rows": [asdict(r) for r in rows], "notes": notes}
+    data = {**meta, "rows": [asdict(r) for r in rows], "targets": goals, "notes": notes}
     (OUT / "fanout.json").write_text(json.dumps(data, indent=2) + "\n")
-    (OUT / "fanout.md").write_text(markdown(rows, notes))
+    (OUT / "fanout.md").write_text(markdown(rows, goals, notes))
     plot(rows, OUT / "fanout.png")
 
 
 def make_notes(
     args: argparse.Namespace, ref: Row | None, rows: list[Row], elapsed: float
 ) -> list[str]:
+    ladder = "default ladder (720p/360p/180p)" if args.full_ladder else f"{args.rung} only"
     notes = [
         f"command: {' '.join(['python', *sys.argv])}; ran {elapsed:.0f}s on "
         f"{psutil.cpu_count()} cores; {args.seconds:g}s window after {args.settle:g}s settle",
-        "CPU % is of ONE core (user+system CPU time / wall time); 'server' = the server "
-        "process only. Ours' capture child (encodes 720p/360p/180p once) is a separate column.",
-        "CPU %/viewer = (server CPU % at N - server CPU % at N=0) / N.",
-        f"ours: every viewer pinned to {args.rung} through the WHEP layer link. "
-        "Delivery compares encoded frames/bytes the receivers reassembled with /metrics "
-        "frames/bytes_out (its /metrics has no RTP packet counter).",
-        "naive: aiortc MediaRelay of one 640x360 30 fps test-pattern track, VP8 encoded "
-        "per viewer by aiortc (bitrate follows aiortc's own REMB logic, 250k-1.5M). "
-        f"N capped at {max(args.naive_viewers, default=0)}: at ~10% of a core per viewer it "
-        f"saturates this {psutil.cpu_count()}-core machine. Delivery: frames vs source "
-        "frames x N, RTP packets received vs senders' packetsSent.",
-        "receivers run in separate processes, do not decode (aiortc decoder replaced by a "
-        "counting sink in the receiver processes only) and share the machine with the server.",
+        "CPU % is of ONE core (user+system CPU time / wall time) of the server process "
+        "alone. CPU %/viewer = (server CPU % at N - at N=0) / N. * = starved row: frames "
+        f"delivered outside {100 * HEALTHY_DELIVERY:.0f}-{200 - 100 * HEALTHY_DELIVERY:.0f}%"
+        " (the server did not keep up; its cost is understated).",
+        f"ours: viewers pinned to {args.rung} via the WHEP layer link; stock: the same "
+        f"capture process and bitstream. Their ladder: {ladder}. The capture child is its "
+        "own column (it encodes once, whatever N).",
+        f"naive: aiortc MediaRelay of one 640x360 30 fps test-pattern track, VP8-encoded per "
+        f"viewer by aiortc at {args.naive_bitrate} kbit/s. N list kept small "
+        f"({', '.join(map(str, args.naive_viewers)) or 'skipped'}): ~10% of a core per viewer.",
+        "event-loop lag: each server's own 10 ms timer overshoot (broadcaster.server.looplag), "
+        "p50/p99/max over its last 10 s, read at the end of the window.",
+        "delivered: packets received / (source frames x N x packets per frame), see "
+        "bench/fanout.py; worst viewer = lowest share of source frames any one viewer saw.",
+        "receivers: separate processes, "
+        f"{VIEWERS_PER_WORKER} viewers each at nice {RECEIVER_NICE}, counting RTP only (no "
+        "jitter buffer, no decoding, no REMB/NACK); they share the machine with the server.",
     ]
     if ref is not None and ref.cpu_pct_per_viewer_kept_up is not None:
         notes.append(
-            "'if kept up' divides CPU %/viewer by the share of handed-out frames "
-            "the receivers got (a server that falls behind sends less and looks "
-            "cheaper). naive/ours = naive's 'if kept up' cost at N="
-            f"{ref.viewers} ({ref.cpu_pct_per_viewer_kept_up:.2f}% of a core; its "
-            f"largest N that delivered {100 * HEALTHY_DELIVERY:.0f}-"
-            f"{200 - 100 * HEALTHY_DELIVERY:.0f}% of frames) / ours' 'if kept up' cost."
+            "ratios use 'if kept up' per-viewer costs, only between rows that kept up; "
+            "stock/ours at equal N; naive/ours "
+            f"against naive at N={ref.viewers} ({ref.cpu_pct_per_viewer_kept_up:.2f}% of a "
+            "core; its largest N that kept up)."
         )
     return notes + warnings(rows)
 
@@ -704,29 +1116,43 @@ def make_notes(
 def warnings(rows: list[Row]) -> list[str]:
     out = []
     for r in rows:
+        tag = f"WARNING {r.design} N={r.viewers}:"
         if r.viewers and r.connected < r.viewers:
-            out.append(f"WARNING {r.design} N={r.viewers}: only {r.connected} connected")
+            out.append(f"{tag} only {r.connected} connected")
         if r.others_cpu_pct > 20:
             out.append(
-                f"WARNING {r.design} N={r.viewers}: {r.others_cpu_pct:.0f}% of a core "
-                "used by processes not started by this benchmark (shared machine)"
+                f"{tag} {r.others_cpu_pct:.0f}% of a core used by processes not started by "
+                "this benchmark (shared machine)"
+            )
+        if r.udp_drops:
+            out.append(
+                f"{tag} {r.udp_drops} UDP datagrams dropped on full receive buffers "
+                "(machine-wide): lost packets may be the receivers' doing, not the server's"
+            )
+        if r.server_cpu_wait_pct is not None and r.server_cpu_wait_pct > 5:
+            out.append(
+                f"{tag} the server's loop thread waited for a CPU {r.server_cpu_wait_pct:.0f}% "
+                "of the time: part of its loop lag is other processes, not its own work"
             )
         if r.machine_busy_pct > 90:
-            out.append(
-                f"WARNING {r.design} N={r.viewers}: machine {r.machine_busy_pct:.0f}% "
-                "busy, figures are CPU-bound"
-            )
+            out.append(f"{tag} machine {r.machine_busy_pct:.0f}% busy, figures are CPU-bound")
         if r.source_fps is not None and r.source_fps < HEALTHY_DELIVERY * NOMINAL_FPS:
             out.append(
-                f"WARNING {r.design} N={r.viewers}: source ran at {r.source_fps:.1f} "
-                "fps (capture starved of CPU; its CPU % is understated)"
+                f"{tag} source ran at {r.source_fps:.1f} fps (capture starved of CPU; its "
+                "CPU % is understated)"
             )
-        for label, v in (("frames", r.frames_delivered), ("packets", r.packets_delivered)):
-            if v is not None and not HEALTHY_DELIVERY <= v <= 2 - HEALTHY_DELIVERY:
-                out.append(
-                    f"WARNING {r.design} N={r.viewers}: {label} delivered "
-                    f"{100 * v:.1f}% of sent (server fell behind: CPU-starved)"
-                )
+        if r.viewers and r.lag_p99_ms is None:
+            out.append(f"{tag} no event-loop lag reported (ours: app.py not wiring looplag?)")
+        if r.frames_delivered is not None and not keeps_up(r):
+            out.append(
+                f"{tag} frames delivered {100 * r.frames_delivered:.1f}% of expected "
+                "(server fell behind: CPU-starved)"
+            )
+        elif r.packets_delivered is not None and r.packets_delivered < DELIVERY_TARGET:
+            out.append(
+                f"{tag} packets delivered {100 * r.packets_delivered:.2f}% "
+                f"(< {100 * DELIVERY_TARGET:g}%)"
+            )
     return out
 
 
@@ -742,7 +1168,9 @@ def counts(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--viewers", type=counts, default=[1, 10, 50], help="ours: N list")
+    p.add_argument(
+        "--viewers", type=counts, default=[10, 50, 100, 200], help="ours and stock: N list"
+    )
     p.add_argument(
         "--naive-viewers",
         type=counts,
@@ -750,27 +1178,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="naive baseline: N list (keep small: ~10%% of a core per viewer)",
     )
     p.add_argument("--seconds", type=float, default=15.0, help="measurement window")
-    p.add_argument("--settle", type=float, default=3.0, help="wait after viewers connect")
-    p.add_argument("--rung", default="360p", help="rung every ours-viewer is pinned to")
-    p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--settle", type=float, default=5.0, help="wait after viewers connect")
+    p.add_argument("--rung", default="360p", help="the rung every viewer gets")
+    p.add_argument(
+        "--full-ladder",
+        action="store_true",
+        help="ours and stock encode the whole default ladder (not only --rung)",
+    )
+    p.add_argument("--naive-bitrate", type=int, default=800, help="kbit/s of each naive encoder")
+    p.add_argument(
+        "--designs",
+        type=lambda s: [d for d in s.split(",") if d],
+        default=list(DESIGNS),
+        help="comma-separated subset of ours,stock,naive",
+    )
     p.add_argument(
         "--time-limit",
         type=float,
-        default=480.0,
+        default=2400.0,
         help="abort (and clean up) after this many seconds",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = set(args.designs) - set(DESIGNS)
+    if unknown:
+        p.error(f"unknown design(s): {', '.join(sorted(unknown))}")
+    return args
 
 
-async def run(args: argparse.Namespace) -> list[Row]:
+async def run(args: argparse.Namespace, config: Path) -> list[Row]:
     # SIGTERM would otherwise end us on the spot and leave servers and viewers running:
     # turn it into a cancellation so every ``finally`` stops what it started.
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    rows = await run_design(ours(args.rung), args.viewers, args.settle, args.seconds)
-    if not args.skip_naive and args.naive_viewers:
-        rows += await run_design(naive(), args.naive_viewers, args.settle, args.seconds)
+    plan = [
+        (ours(args.rung, config), args.viewers),
+        (stock(args.rung, config), args.viewers),
+        (naive(args.naive_bitrate), args.naive_viewers),
+    ]
+    rows: list[Row] = []
+    for design, n_list in plan:
+        if design.name in args.designs and n_list:
+            rows += await run_design(design, n_list, args.settle, args.seconds)
     return rows
 
 
@@ -785,12 +1234,13 @@ def last_resort_cleanup() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     OUT.mkdir(exist_ok=True)
-    for name in ("fanout-ours-server.log", "fanout-naive-server.log", "fanout-receivers.log"):
+    for name in LOG_NAMES:
         (OUT / name).unlink(missing_ok=True)
+    config = write_config(args.rung, args.full_ladder)
     started = time.monotonic()
     when = datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        rows = asyncio.run(asyncio.wait_for(run(args), args.time_limit))
+        rows = asyncio.run(asyncio.wait_for(run(args, config), args.time_limit))
     except TimeoutError:
         log(f"aborted: over --time-limit {args.time_limit:g}s (every process stopped)")
         return 2
@@ -801,18 +1251,25 @@ def main(argv: list[str] | None = None) -> int:
         last_resort_cleanup()
     elapsed = time.monotonic() - started
     ref = add_ratios(rows)
+    goals = targets(rows, ref)
     notes = make_notes(args, ref, rows, elapsed)
     write_outputs(
         rows,
+        goals,
         notes,
         {
             "started": when,
             "elapsed_s": round(elapsed, 1),
             "cpus": psutil.cpu_count(),
             "args": vars(args),
+            "config": config.read_text(),
         },
     )
-    print(plain(rows))
+    print(plain(SUMMARY_HEADER, summary_rows(rows)))
+    print()
+    print(plain(FULL_HEADER, full_rows(rows)))
+    print()
+    print("\n".join(f"- {g}" for g in goals))
     print()
     print("\n".join(f"- {n}" for n in notes))
     print(f"\nwrote {OUT / 'fanout.json'}, {OUT / 'fanout.md'}, {OUT / 'fanout.png'}")

@@ -5,12 +5,17 @@ the 360p rung) relayed to every viewer with ``aiortc.contrib.media.MediaRelay``.
 viewer's RTCRtpSender then encodes VP8 itself: one encoder per viewer, which is exactly the
 cost the broadcaster's encode-once design avoids.
 
-    python bench/naive_server.py --port P
+    python bench/naive_server.py --port P [--bitrate 800]
 
 Same WHEP shape as the broadcaster (POST /whep -> 201 + answer + Location, DELETE Location)
-plus GET /healthz and GET /metrics (JSON: RTP packets/bytes/frames the senders sent), so the
-same receivers (bench/receivers.py) and the same measurement apply. One process, one event
-loop; aiortc runs each encode in its default thread pool.
+plus GET /healthz, GET /metrics (JSON: RTP packets/bytes/frames the senders sent) and GET
+/bench/lag (this process's event-loop lag, the same sampler ours exports in /metrics), so
+the same receivers (bench/receivers.py) and the same measurement apply. One process, one
+event loop; aiortc runs each encode in its default thread pool.
+
+Every encoder targets ``--bitrate`` (default 800 kbit/s, the 360p rung's): aiortc would
+follow the viewer's REMB, but the benchmark's receivers send none (bench/receivers.py), and
+without it aiortc's encoders sit at their 500 kbit/s default, a cheaper stream than ours.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from aiortc import (
     RTCSessionDescription,
     VideoStreamTrack,
 )
+from aiortc.codecs import vpx
 from aiortc.contrib.media import MediaRelay
 
 from broadcaster.capture.testpattern import TestPattern
+from broadcaster.server.looplag import LoopLag
 from broadcaster.server.rtc_internals import use_host_addresses
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
@@ -67,6 +74,7 @@ class PatternTrack(VideoStreamTrack):
 PCS = web.AppKey("pcs", dict[str, RTCPeerConnection])
 SOURCE = web.AppKey("source", PatternTrack)
 RELAY = web.AppKey("relay", MediaRelay)
+LAG = web.AppKey("lag", LoopLag)
 
 
 def _vp8_first() -> list[Any]:
@@ -133,6 +141,14 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+async def bench_lag(request: web.Request) -> web.Response:
+    lag = request.app[LAG]
+    s = lag.summary()
+    return web.json_response(
+        {"p50": s.p50, "p99": s.p99, "max": s.max, "samples": s.samples, "window": lag.window}
+    )
+
+
 async def _keep_source_live(app: web.Application) -> None:
     """Pull the source whether or not anyone watches, like a live camera.
 
@@ -150,12 +166,15 @@ def make_app() -> web.Application:
     app[PCS] = {}
     app[SOURCE] = PatternTrack()
     app[RELAY] = MediaRelay()
+    app[LAG] = LoopLag()
     tasks: list[asyncio.Task[None]] = []
 
     async def start_source(app: web.Application) -> None:
         tasks.append(asyncio.create_task(_keep_source_live(app)))
+        app[LAG].start()
 
     async def close_all(app: web.Application) -> None:
+        await app[LAG].close()
         for task in tasks:
             task.cancel()
         pcs = list(app[PCS].values())
@@ -168,6 +187,7 @@ def make_app() -> web.Application:
     app.router.add_delete("/whep/{session_id}", delete_whep)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/bench/lag", bench_lag)
     return app
 
 
@@ -189,7 +209,11 @@ async def serve(port: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--bitrate", type=int, default=800, help="kbit/s every encoder targets")
     args = p.parse_args()
+    # Read by each Vp8Encoder as it is created (aiortc 1.16, pinned): the start bitrate,
+    # kept for good since no REMB arrives to change it.
+    vpx.DEFAULT_BITRATE = args.bitrate * 1000
     # aioice leaves loopback out; the benchmark keeps all traffic on 127.0.0.1.
     use_host_addresses(["127.0.0.1"])
     asyncio.run(serve(args.port))
