@@ -14,9 +14,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Protocol
 
 from ..config import AbrConfig
-from . import rtc_internals
 from .abr import AbrState, Decision, decide
 from .feedback import FeedbackCollector, Snapshot
 from .live_rungs import LiveLadder
@@ -32,13 +32,27 @@ PROBE_PACE = 0.02  # seconds between probe bursts
 PROBE_SR_INTERVAL = 0.2
 
 
+class Prober(Protocol):
+    """Sends probe padding for one viewer (outbound.ViewerOutput)."""
+
+    @property
+    def available(self) -> bool: ...
+
+    @property
+    def bytes_sent(self) -> int: ...
+
+    async def send(self, budget: int) -> int: ...
+
+    async def measure_rtt(self) -> bool: ...
+
+
 class ViewerAbr:
     """One viewer's feedback, policy state and probe traffic."""
 
     def __init__(
         self,
         switcher: SwitcherTrack,
-        prober: rtc_internals.ProbeSender,
+        prober: Prober,
         feedback: FeedbackCollector,
         ladder_bps: list[int],
         cfg: AbrConfig,

@@ -14,21 +14,23 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import av
-
 from ..bus.packet import (
     CLOCK_RATE,
-    TIME_BASE,
     CaptureError,
     CaptureMessage,
     CaptureStats,
+    EncodedFrame,
     FrameSet,
     RungFailed,
     SourceState,
     SourceStatus,
 )
 from ..config import Rung
-from .switcher import ReadyFrame, Switch, SwitcherTrack
+from . import rtc_internals, rtp
+from .outbound import ViewerOutput
+from .pacer import Job, Pacer
+from .rtp_stream import SharedFrame
+from .switcher import Switch, SwitcherTrack
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +38,29 @@ logger = logging.getLogger(__name__)
 STALE_AFTER = 2.0
 
 
+def packetize(codec: str, frame: EncodedFrame) -> SharedFrame:
+    """A rung's frame as RTP payloads, once for every viewer of the rung."""
+    if codec == "vp8":
+        bodies = rtp.packetize_vp8(frame.data)
+    else:
+        bodies = tuple(rtc_internals.h264_payloads(frame.data))
+    return SharedFrame(frame.rung, frame.pts, frame.keyframe, bodies, len(frame.data))
+
+
 class Broadcast:
-    def __init__(self, ladder: tuple[Rung, ...], send_keyframe: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        ladder: tuple[Rung, ...],
+        send_keyframe: Callable[[int], None],
+        codec: str = "vp8",
+    ) -> None:
         self.ladder = ladder
+        self.codec = codec
         self._send_keyframe = send_keyframe
-        self._switchers: set[SwitcherTrack] = set()
+        # Viewers in join order (the order their packets leave in each instant).
+        self._viewers: dict[SwitcherTrack, ViewerOutput | None] = {}
+        self.pacer = Pacer()
+        self.packets_out = 0
         self.last_frame_at: float | None = None  # monotonic
         self.clock_epoch: float | None = None
         self.stats: CaptureStats | None = None
@@ -66,12 +86,17 @@ class Broadcast:
 
     # -------------------------------------------------------------- viewers
 
-    def subscribe(self, switcher: SwitcherTrack) -> None:
-        self._switchers.add(switcher)
+    def subscribe(self, switcher: SwitcherTrack, output: ViewerOutput | None = None) -> None:
+        """Fan frames out to ``switcher``'s choice through ``output`` (once it is ready;
+        without one, the switcher only chooses, e.g. in unit tests)."""
+        self._viewers[switcher] = output
         switcher.bind_ladder(self.rung_live)
 
     def unsubscribe(self, switcher: SwitcherTrack) -> None:
-        self._switchers.discard(switcher)
+        self._viewers.pop(switcher, None)
+
+    async def close(self) -> None:
+        await self.pacer.close()
 
     def count_switch(self, switch: Switch) -> None:
         self.switches[switch.reason] += 1
@@ -132,7 +157,7 @@ class Broadcast:
         logger.warning(
             "rung %s taken out of the ladder: %s", self.ladder[msg.rung].name, msg.message
         )
-        for switcher in self._switchers:
+        for switcher in self._viewers:
             switcher.on_rung_failed(msg.rung)
 
     def _fan_out(self, fs: FrameSet) -> None:
@@ -140,20 +165,29 @@ class Broadcast:
         # Wall-clock time of pts 0: capture time of any frame = clock_epoch + pts / 90 kHz.
         self.clock_epoch = fs.capture_time - fs.pts / CLOCK_RATE
         self.framesets += 1
-        frames: dict[int, ReadyFrame] = {}
+        frames: dict[int, EncodedFrame] = {}
         for f in fs.frames:
-            # One av.Packet per rung and instant, shared read-only by every viewer.
-            packet = av.Packet(f.data)
-            packet.pts = f.pts
-            packet.time_base = TIME_BASE
-            frames[f.rung] = (f, packet)
+            frames[f.rung] = f
             if f.keyframe:
                 self.keyframes_seen[f.rung] += 1
-        for switcher in self._switchers:
+        shared: dict[int, SharedFrame] = {}
+        jobs: list[Job] = []
+        for switcher, output in self._viewers.items():
+            if output is not None and not output.ready:
+                continue  # not connected yet: it starts at a keyframe once it is
             sent = switcher.offer(frames)
-            if sent is not None:
-                self.frames_out[sent.rung] += 1
-                self.bytes_out[sent.rung] += len(sent.data)
+            if sent is None:
+                continue
+            self.frames_out[sent.rung] += 1
+            self.bytes_out[sent.rung] += len(sent.data)
+            if output is None:
+                continue
+            frame = shared.get(sent.rung)
+            if frame is None:
+                frame = shared[sent.rung] = packetize(self.codec, sent)
+            self.packets_out += len(frame.bodies)
+            jobs.append((output, frame))
+        self.pacer.submit(jobs)
 
     # -------------------------------------------------------------- state
 
@@ -177,11 +211,11 @@ class Broadcast:
 
     def viewers_per_rung(self) -> list[int]:
         counts = [0] * len(self.ladder)
-        for s in self._switchers:
+        for s in self._viewers:
             if s.current is not None:
                 counts[s.current] += 1
         return counts
 
     @property
     def viewer_count(self) -> int:
-        return len(self._switchers)
+        return len(self._viewers)

@@ -1,8 +1,10 @@
 """The ONLY module that touches aiortc/aioice private names.
 
 aiortc hides what a broadcaster needs: keyframe requests (PLI/FIR only set a flag that
-the pre-encoded path never reads), the raw RTCP a viewer sends (REMB is not exposed), and
-which addresses ICE gathers on. Each hook here is small, checked by ``check_compatible()``
+the pre-encoded path never reads), the raw RTCP a viewer sends (REMB is not exposed),
+which addresses ICE gathers on, and a way to send already-packetized RTP without one
+coroutine per viewer and packet (the fan-out fast path: DirectTransport, record_sent,
+replace_retransmit, on_sender_started). Each hook here is small, checked by ``check_compatible()``
 at startup and by tests/unit/test_rtc_internals.py, so an aiortc upgrade that moves these
 names fails loudly instead of silently losing keyframe requests.
 """
@@ -10,7 +12,6 @@ names fails loudly instead of silently losing keyframe requests.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,11 @@ import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.clock import current_ntp_time
+from aiortc.codecs.h264 import H264Encoder
 from aiortc.exceptions import InvalidStateError
-from aiortc.rtp import RTP_HISTORY_SIZE, RtcpSenderInfo, RtcpSrPacket, RtpPacket, wrap_rtx
-from aiortc.utils import uint16_add
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,11 @@ def check_compatible() -> None:
     for name in (_CONNECT, _CREATE_TRANSCEIVER):
         if not callable(getattr(RTCPeerConnection, name, None)):
             missing.append(f"RTCPeerConnection.{name}")
+    for name in ("_split_bitstream", "_packetize"):
+        if not callable(getattr(H264Encoder, name, None)):
+            missing.append(f"H264Encoder.{name}")
+    if not hasattr(DtlsState, "CONNECTED"):
+        missing.append("rtcdtlstransport.State.CONNECTED")
     if missing:
         raise RuntimeError(f"aiortc internals changed; missing: {', '.join(missing)}")
 
@@ -128,30 +136,9 @@ def hook_rtcp(sender: RTCRtpSender, callback: RtcpCallback) -> None:
     sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
 
 
-def filter_retransmissions(sender: RTCRtpSender, allow: Callable[[RtpPacket], bool]) -> None:
-    """Answer a NACK only if ``allow(packet)``: e.g. not for packets of a rung the viewer
-    has already switched away from (its decoder restarted at the new rung's keyframe)."""
-    original: Callable[[int], Awaitable[None]] = sender._retransmit
-
-    async def retransmit(sequence_number: int) -> None:
-        history: dict[int, RtpPacket] = getattr(sender, "_RTCRtpSender__rtp_history", {})
-        packet = history.get(sequence_number % RTP_HISTORY_SIZE)
-        if packet is not None and packet.sequence_number == sequence_number:
-            if not allow(packet):
-                return
-        await original(sequence_number)
-
-    sender._retransmit = retransmit  # type: ignore[method-assign]
-
-
 def negotiated_mime_types(transceiver: RTCRtpTransceiver) -> list[str]:
     """Codecs the last negotiation settled on for this transceiver (empty before)."""
     return [c.mimeType for c in getattr(transceiver, "_codecs", None) or []]
-
-
-def last_rtp_timestamp(sender: RTCRtpSender) -> int:
-    """The RTP timestamp of the last packet this sender sent (0 before any)."""
-    return int(getattr(sender, "_RTCRtpSender__rtp_timestamp", 0))
 
 
 def sender_ssrc(sender: RTCRtpSender) -> int:
@@ -267,56 +254,68 @@ async def send_sender_report(sender: RTCRtpSender, clock_rate: int = 90_000) -> 
     return True
 
 
-class ProbeSender:
-    """Sends probe traffic for one video sender: RTX copies of recently sent packets.
+# ---------------------------------------------------------------- fan-out fast path
 
-    The viewer discards them (it already has those packets) but its bandwidth estimator
-    counts them, which is what lets a probe show spare capacity. Each copy gets a fresh
-    abs-send-time (aiortc's own RTX reuses the original's, which would mislead the
-    estimator) and takes the next RTX sequence number from the sender, so NACK answers
-    and probes never collide. Without negotiated RTX there is nothing safe to send.
-    """
+
+def on_sender_started(
+    sender: RTCRtpSender, callback: Callable[[RTCRtpSendParameters], None]
+) -> None:
+    """Call ``callback`` with the negotiated send parameters once ``sender`` starts (aiortc
+    starts it when DTLS is up). They name the payload types, header extension ids and
+    MID the fast path must write."""
+    original: Callable[[RTCRtpSendParameters], Awaitable[None]] = sender.send
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        await original(parameters)
+        callback(parameters)
+
+    sender.send = send  # type: ignore[method-assign]
+
+
+def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
+    return int(sender._rtx_ssrc)
+
+
+def replace_retransmit(sender: RTCRtpSender, retransmit: Callable[[int], None]) -> None:
+    """NACKs go to ``retransmit(sequence_number)``: the fast path keeps its own history
+    (aiortc's is empty, its send loop never runs)."""
+
+    async def answer(sequence_number: int) -> None:
+        retransmit(sequence_number)
+
+    sender._retransmit = answer  # type: ignore[method-assign]
+
+
+def record_sent(
+    sender: RTCRtpSender, ntp: int, rtp_timestamp: int, packets: int, octets: int
+) -> None:
+    """What the fast path sent, where aiortc's sender reports (RTCP SR) and RTT estimate
+    (LSR) look for it."""
+    sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+
+
+class DirectTransport:
+    """Encrypts and sends RTP on a sender's DTLS transport synchronously: what aiortc's
+    ``RTCDtlsTransport._send_rtp`` does, minus its two awaits per packet (nothing in it
+    ever waits: asyncio's UDP ``sendto`` buffers instead)."""
 
     def __init__(self, sender: RTCRtpSender) -> None:
-        self._sender = sender
-        self._cursor = 0
-        self.bytes_sent = 0
+        self._dtls = sender.transport
 
-    async def measure_rtt(self) -> bool:
-        return await send_sender_report(self._sender)
+    def send(self, packet: bytes) -> None:
+        dtls = self._dtls
+        if dtls._state != DtlsState.CONNECTED:
+            raise ConnectionError("DTLS not connected")
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("ICE not connected")
+        pair.protocol.transport.sendto(dtls._tx_srtp.protect(packet), pair.remote_addr)
 
-    @property
-    def available(self) -> bool:
-        return getattr(self._sender, "_RTCRtpSender__rtx_payload_type", None) is not None
 
-    def _recent(self) -> list[RtpPacket]:
-        history: dict[int, RtpPacket] = getattr(self._sender, "_RTCRtpSender__rtp_history", {})
-        return sorted(history.values(), key=lambda p: p.timestamp)[-32:]
-
-    async def send(self, budget: int) -> int:
-        """Send about ``budget`` bytes of probe packets; returns the bytes sent."""
-        if not self.available or budget <= 0:
-            return 0
-        packets = self._recent()
-        if not packets:
-            return 0
-        s = self._sender
-        ext_map = s._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]
-        pt = s._RTCRtpSender__rtx_payload_type  # type: ignore[attr-defined]
-        sent = 0
-        while sent < budget:
-            original = packets[self._cursor % len(packets)]
-            self._cursor += 1
-            seq = s._RTCRtpSender__rtx_sequence_number  # type: ignore[attr-defined]
-            s._RTCRtpSender__rtx_sequence_number = uint16_add(seq, 1)  # type: ignore[attr-defined]
-            rtx = wrap_rtx(original, payload_type=pt, sequence_number=seq, ssrc=s._rtx_ssrc)
-            rtx.extensions = copy.copy(original.extensions)
-            rtx.extensions.abs_send_time = (current_ntp_time() >> 14) & 0x00FFFFFF
-            data = rtx.serialize(ext_map)
-            try:
-                await s.transport._send_rtp(data)
-            except ConnectionError:
-                break
-            sent += len(data)
-        self.bytes_sent += sent
-        return sent
+def h264_payloads(frame: bytes) -> list[bytes]:
+    """RTP payloads (single NAL, STAP-A, FU-A) of an Annex-B H.264 frame, as aiortc's
+    H264Encoder.pack makes them (stateless, so one rung's frame is packetized once)."""
+    return H264Encoder._packetize(H264Encoder._split_bitstream(frame))

@@ -44,7 +44,9 @@ class Service:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.capture = CaptureProcess(self.config, self.source)
-        self.broadcast = Broadcast(self.config.ladder, self.capture.link.request_keyframe)
+        self.broadcast = Broadcast(
+            self.config.ladder, self.capture.link.request_keyframe, self.config.video.codec
+        )
         self.broadcast.on_error = lambda _msg: self.failed.set()
         self.capture.link.start(loop, self.broadcast.on_message, self._on_capture_eof)
         self.app = create_app(self.config, self.broadcast)
@@ -90,5 +92,7 @@ class Service:
         self._closed = True
         if self._runner is not None:
             await self._runner.cleanup()  # runs on_shutdown: closes every viewer session
+        if self.broadcast is not None:
+            await self.broadcast.close()
         if self.capture is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.capture.close)

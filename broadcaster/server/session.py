@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from typing import Literal
 
 from aiortc import RTCPeerConnection
-from aiortc.rtp import RtpPacket
 
 from . import rtc_internals
 from .abr_controller import ViewerAbr
 from .broadcast import Broadcast
+from .outbound import ViewerOutput
 from .ratelimit import TokenBucket
 from .switcher import SwitcherTrack
 
@@ -54,9 +54,10 @@ class ViewerSession:
         self.broadcast = broadcast
         self.mode: Mode = "auto"
         self.abr: ViewerAbr | None = None  # set once the sender exists
+        self.output: ViewerOutput | None = None  # its video on the fast path
         self.public_id = hashlib.sha256(self.id.encode()).hexdigest()[:12]
-        # RTP timestamp = (pts + rtp_origin) mod 2^32 for this viewer's video; aiortc picks
-        # the origin at random per sender, so we learn it once the first frame is out.
+        # RTP timestamp = (pts + rtp_origin) mod 2^32 for this viewer's video; its RTP
+        # stream picks the origin at random when the connection is up.
         self.rtp_origin: int | None = None
         top_bytes_per_s = broadcast.ladder[0].bitrate_bps / 8
         self._rtx_budget = TokenBucket(
@@ -66,25 +67,25 @@ class ViewerSession:
         self._closed = False
         self._watchdog: asyncio.Task[None] | None = None
 
-    def worth_retransmitting(self, packet: RtpPacket) -> bool:
+    def worth_retransmitting(self, timestamp: int) -> bool:
         """False for packets sent before the viewer's last switch: its decoder restarted at
         the new rung's keyframe, so resending the old rung only loads a congested link."""
         switches = self.switcher.switches
         if self.rtp_origin is None or len(switches) < 2:
             return True
         cutoff = (switches[-1].pts + self.rtp_origin) & 0xFFFFFFFF
-        return (packet.timestamp - cutoff) & 0xFFFFFFFF < 0x80000000
+        return (timestamp - cutoff) & 0xFFFFFFFF < 0x80000000
 
-    def retransmit(self, packet: RtpPacket) -> bool:
+    def retransmit(self, timestamp: int, payload_bytes: int) -> bool:
         """The NACK answer filter: worth it, and within budget? Counts what is resent.
 
         The budget (a share of the current rung's bitrate) stops a NACK storm: on a
         congested link every retransmission displaces new packets, which are then lost
         and NACKed in turn. What is refused is recovered by a keyframe (PLI) instead.
         """
-        if not self.worth_retransmitting(packet):
+        if not self.worth_retransmitting(timestamp):
             return False
-        size = len(packet.payload) + RTP_OVERHEAD_BYTES
+        size = payload_bytes + RTP_OVERHEAD_BYTES
         rung = self.switcher.current if self.switcher.current is not None else 0
         rung_bytes_per_s = self.broadcast.ladder[rung].bitrate_bps / 8
         self._rtx_budget.rate = rung_bytes_per_s * RTX_SHARE
@@ -148,6 +149,8 @@ class ViewerSession:
         self.broadcast.unsubscribe(self.switcher)
         if self.abr is not None:
             self.abr.close()
+        if self.output is not None:
+            self.output.close()
         self.switcher.stop()
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()

@@ -1,10 +1,13 @@
-"""Per-viewer video track that hands out one rung's already-encoded frames.
+"""Per-viewer choice of which rung's frame goes out at each capture instant.
 
-"Which rung should this viewer get" is decided elsewhere (pin via WHEP layer, later the
-ABR policy); this track only carries it out: it keeps the viewer on its current rung and
-moves it to the target rung at the target's next keyframe, handing out exactly one frame
-per capture instant. It never raises from recv(): an exception there would end the
-viewer's RTP sender for good.
+"Which rung should this viewer get" is decided elsewhere (pin via WHEP layer, the ABR
+policy); this object only carries it out: it keeps the viewer on its current rung and
+moves it to the target rung at the target's next keyframe, choosing exactly one frame
+per capture instant. The broadcast sends what it chooses on the fast path.
+
+It is also the MediaStreamTrack aiortc negotiates the viewer's video with; aiortc's own
+send loop never gets a frame from it (recv() waits until the track stops), because the
+fast path sends instead.
 """
 
 from __future__ import annotations
@@ -14,27 +17,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import av
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..bus.packet import EncodedFrame
 from .live_rungs import nearest_live
 
 logger = logging.getLogger(__name__)
 
-# Frames queued for a viewer's sender before we call it stuck (2 s at 30 fps). On
-# overflow the backlog is dropped and the viewer restarts at a keyframe.
-MAX_QUEUE = 60
 MAX_SWITCH_HISTORY = 20
-
-# av.Packet is generic over its stream in the stubs; ours belong to no stream.
-if TYPE_CHECKING:
-    Packet = av.Packet[Any]
-else:
-    Packet = av.Packet
-ReadyFrame = tuple[EncodedFrame, Packet]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +53,12 @@ class SwitcherTrack(MediaStreamTrack):
         self.target = start_rung
         self._reason = "start"
         self._request_keyframe = request_keyframe
-        self._queue: asyncio.Queue[Packet] = asyncio.Queue()
         self.switches: list[Switch] = []
         self.frames_out = 0
         self.bytes_out = 0
         self.dropped = 0
-        self._handed_pts: int | None = None
         self._drain = False
-        # Called once with the pts of the first frame fully sent (see recv()).
-        self.on_sent: Callable[[int], None] | None = None
+        self._stopped = asyncio.Event()
         # Which rungs still produce frames (the broadcast's list, shared and kept up to
         # date); None until bound: every rung.
         self.live: Sequence[bool] | None = None
@@ -123,29 +112,21 @@ class SwitcherTrack(MediaStreamTrack):
 
     # -------------------------------------------------------------- data
 
-    def offer(self, frames: dict[int, ReadyFrame]) -> EncodedFrame | None:
-        """One capture instant: queue at most one frame of it for this viewer.
-
-        Returns the frame queued, if any.
-        """
+    def offer(self, frames: dict[int, EncodedFrame]) -> EncodedFrame | None:
+        """One capture instant: the frame of it this viewer gets, if any."""
         if self.readyState != "live":
             return None
         chosen = self._choose(frames)
         if chosen is None:
             return None
-        if self._queue.qsize() >= MAX_QUEUE:
-            self._overflow()
-            return None
-        frame, packet = chosen
-        self._queue.put_nowait(packet)
         self.frames_out += 1
-        self.bytes_out += len(frame.data)
-        return frame
+        self.bytes_out += len(chosen.data)
+        return chosen
 
-    def _choose(self, frames: dict[int, ReadyFrame]) -> ReadyFrame | None:
+    def _choose(self, frames: dict[int, EncodedFrame]) -> EncodedFrame | None:
         target = frames.get(self.target)
-        if self.target != self.current and target is not None and target[0].keyframe:
-            self._switched(target[0].pts)
+        if self.target != self.current and target is not None and target.keyframe:
+            self._switched(target.pts)
             return target
         if self.current is None or self._drain:
             return None
@@ -161,27 +142,19 @@ class SwitcherTrack(MediaStreamTrack):
         self.current = self.target
         self._drain = False
 
-    def _overflow(self) -> None:
-        # The sender is not keeping up: a partial backlog would not decode, so drop it all
-        # and restart cleanly at the next keyframe of the target rung.
-        self.dropped += self._queue.qsize()
-        while not self._queue.empty():
-            self._queue.get_nowait()
+    def restart(self, dropped: int = 0) -> None:
+        """Frames of the current rung were lost on our side (a send backlog dropped, or
+        the viewer just became able to receive): restart at the target's next keyframe."""
+        self.dropped += dropped
         self.current = None
-        self._reason = "overflow"
+        self._reason = "restart"
         self._request_keyframe(self.target)
 
-    async def recv(self) -> Packet:
-        # The sender calls recv() again only after sending every RTP packet of the frame it
-        # got last time: the moment to tie that frame's pts to its RTP timestamp.
-        if self._handed_pts is not None and self.on_sent is not None:
-            self.on_sent(self._handed_pts)
-            self.on_sent = None
-        packet = await self._queue.get()
-        self._handed_pts = packet.pts
-        return packet
+    async def recv(self) -> Any:
+        # aiortc's send loop waits here for good: the fast path sends this viewer's video.
+        await self._stopped.wait()
+        raise MediaStreamError
 
     def stop(self) -> None:
         super().stop()
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._stopped.set()

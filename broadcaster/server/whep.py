@@ -22,6 +22,8 @@ from .errors import json_error
 from .feedback import FeedbackCollector
 from .ice import announce, ice_link_headers, ice_servers, rtc_configuration
 from .offer_guard import check_offer, check_trickle
+from .outbound import ViewerOutput
+from .rtp_stream import RtpStream
 from .session import ViewerSession
 from .state import ADMISSION, AUTH, BROADCAST, CONFIG, VIEWERS
 from .switcher import SwitcherTrack
@@ -139,7 +141,6 @@ async def post_whep(request: web.Request) -> web.Response:
 
     viewers = request.app[VIEWERS]
     viewers.add(session)
-    broadcast.subscribe(session.switcher)
     session.start_watchdog(viewers)
 
     @session.pc.on("connectionstatechange")
@@ -182,27 +183,39 @@ def _new_session(
     return ViewerSession(pc, switcher, broadcast)
 
 
+def _attach_output(session: ViewerSession, sender: RTCRtpSender, config: Config) -> None:
+    """The viewer's video goes out on the fast path once DTLS is up."""
+
+    def ready(stream: RtpStream) -> None:
+        session.rtp_origin = stream.rtp_origin
+        # Whatever keyframe came while it connected is gone: it starts at the next one.
+        session.switcher.restart()
+
+    session.output = ViewerOutput(
+        sender,
+        config.video.codec,
+        allow_retransmit=session.retransmit,
+        on_ready=ready,
+        on_dropped=session.switcher.restart,
+    )
+    session.broadcast.subscribe(session.switcher, session.output)
+
+
 def _attach_abr(session: ViewerSession, sender: RTCRtpSender, config: Config) -> None:
+    assert session.output is not None
     now = time.monotonic()
     feedback = FeedbackCollector(rtc_internals.sender_ssrc(sender), now)
     rtc_internals.hook_rtcp(sender, lambda packet: feedback.on_rtcp(packet, current_ntp_time()))
     ladder_bps = [r.bitrate_bps for r in config.ladder]
-    session.abr = ViewerAbr(
-        session.switcher, rtc_internals.ProbeSender(sender), feedback, ladder_bps, config.abr, now
-    )
+    session.abr = ViewerAbr(session.switcher, session.output, feedback, ladder_bps, config.abr, now)
 
 
 async def _negotiate(session: ViewerSession, offer_sdp: str, config: Config) -> str:
     pc = session.pc
     sender = pc.addTrack(session.switcher)
     rtc_internals.hook_keyframe_requests(sender, session.switcher.on_keyframe_request)
+    _attach_output(session, sender, config)
     _attach_abr(session, sender, config)
-
-    def learn_rtp_origin(pts: int) -> None:
-        session.rtp_origin = (rtc_internals.last_rtp_timestamp(sender) - pts) & 0xFFFFFFFF
-
-    session.switcher.on_sent = learn_rtp_origin
-    rtc_internals.filter_retransmissions(sender, session.retransmit)
     video = next(t for t in pc.getTransceivers() if t.sender is sender)
     # Must precede setRemoteDescription: aiortc ignores preferences set later.
     video.setCodecPreferences(_codec_preferences(config.video.codec))

@@ -5,13 +5,28 @@ These fail loudly if an aiortc upgrade moves the private names we rely on.
 
 from __future__ import annotations
 
+import asyncio
+from fractions import Fraction
+
 import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.clock import current_ntp_time
 from aiortc.exceptions import InvalidStateError
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    pack_remb_fci,
+)
 
 from broadcaster.server import rtc_internals
+from broadcaster.server.outbound import stream_params
+from broadcaster.server.rtp_stream import RtpStream, SharedFrame
 from broadcaster.server.switcher import SwitcherTrack
 
 
@@ -85,41 +100,86 @@ async def test_port_range_binds_host_candidates_inside_it() -> None:
         rtc_internals.use_host_addresses(None)
 
 
-async def test_retransmission_filter_sees_the_history_packet() -> None:
-    from aiortc.rtp import RtpPacket
-
-    pc, sender = await _sender()
-    history = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
-    history[7] = RtpPacket(sequence_number=7, timestamp=1000)
-    seen: list[int] = []
-    calls: list[int] = []
-
-    async def original(seq: int) -> None:
-        calls.append(seq)
-
-    allowed = [False]
-
-    def allow(packet: RtpPacket) -> bool:
-        seen.append(packet.timestamp)
-        return allowed[0]
-
-    sender._retransmit = original  # type: ignore[method-assign]
-    rtc_internals.filter_retransmissions(sender, allow)
-    await sender._retransmit(7)
-    assert seen == [1000] and calls == []  # refused: never reached aiortc
-    allowed[0] = True
-    await sender._retransmit(7)
-    await sender._retransmit(99)  # unknown to the history: aiortc decides (ignores it)
-    assert calls == [7, 99]
-    await pc.close()
+async def _connected_pair() -> tuple[RTCPeerConnection, RTCRtpSender, RTCPeerConnection]:
+    """A server-like sender and a recvonly viewer, connected over loopback (real ICE/DTLS)."""
+    rtc_internals.use_host_addresses(["127.0.0.1"])
+    server, sender = await _sender()
+    viewer = RTCPeerConnection()
+    viewer.addTransceiver("video", direction="recvonly")
+    await viewer.setLocalDescription(await viewer.createOffer())
+    await server.setRemoteDescription(viewer.localDescription)
+    await server.setLocalDescription(await server.createAnswer())
+    await viewer.setRemoteDescription(server.localDescription)
+    return server, sender, viewer
 
 
-async def test_probe_sender_needs_rtx_and_history() -> None:
-    pc, sender = await _sender()
-    probe = rtc_internals.ProbeSender(sender)
-    assert not probe.available  # nothing negotiated yet
-    assert await probe.send(5000) == 0
-    await pc.close()
+async def test_fast_path_hooks_on_a_real_connection() -> None:
+    """The fast path end to end on aiortc's own transports: negotiated parameters reach
+    us when the sender starts, packets we encrypt and send arrive and count at the
+    viewer, sender reports carry our counters, NACKs reach our retransmit callback."""
+    started: list[RTCRtpSendParameters] = []
+    nacked: list[int] = []
+    try:
+        server, sender, viewer = await _connected_pair()
+        rtc_internals.on_sender_started(sender, started.append)
+        rtc_internals.replace_retransmit(sender, nacked.append)
+        transport = rtc_internals.DirectTransport(sender)
+        with pytest.raises(ConnectionError):
+            transport.send(b"\x80" * 20)  # DTLS not up yet
+        deadline = asyncio.get_running_loop().time() + 10
+        while not started:
+            assert asyncio.get_running_loop().time() < deadline, "sender never started"
+            await asyncio.sleep(0.05)
+        params = stream_params(
+            started[0],
+            rtc_internals.sender_ssrc(sender),
+            rtc_internals.sender_rtx_ssrc(sender),
+            "vp8",
+        )
+        assert params.payload_type and params.rtx_payload_type and params.abs_send_time_ext
+        assert params.mid == "0" and params.mid_ext
+        stream = RtpStream(params, transport.send)
+        for i in range(5):
+            bodies = (b"\x00" * 1000, b"\x01" * 500)
+            stream.send_frame(SharedFrame(0, i * 3000, i == 0, bodies, 1500), current_ntp_time())
+        rtc_internals.record_sent(
+            sender, current_ntp_time(), stream.last_timestamp or 0, stream.packets, stream.octets
+        )
+        received = 0
+        while received < 10:
+            assert asyncio.get_running_loop().time() < deadline, received
+            await asyncio.sleep(0.05)
+            stats = await viewer.getTransceivers()[0].receiver.getStats()
+            received = sum(
+                getattr(v, "packetsReceived", 0) for v in stats.values() if v.type == "inbound-rtp"
+            )
+        sent = await sender.getStats()
+        outbound = [v for v in sent.values() if v.type == "outbound-rtp"]
+        assert outbound[0].packetsSent == 10 and outbound[0].bytesSent == stream.octets
+        ssrc = rtc_internals.sender_ssrc(sender)
+        nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=ssrc)
+        nack.lost = [stream.seq - 2, stream.seq - 1]
+        await sender._handle_rtcp_packet(nack)
+        assert nacked == [(stream.seq - 2) & 0xFFFF, (stream.seq - 1) & 0xFFFF]
+    finally:
+        rtc_internals.use_host_addresses(None)
+        await viewer.close()
+        await server.close()
+
+
+def test_h264_payloads_match_aiortc_pack() -> None:
+    import av
+    from aiortc.codecs.h264 import H264Encoder
+
+    nal_sps = b"\x00\x00\x00\x01\x67" + bytes(20)
+    nal_pps = b"\x00\x00\x00\x01\x68" + bytes(4)
+    nal_idr = b"\x00\x00\x00\x01\x65" + bytes(range(256)) * 20  # FU-A territory
+    frame = nal_sps + nal_pps + nal_idr
+    packet = av.Packet(frame)
+    packet.pts, packet.time_base = 0, Fraction(1, 90000)
+    theirs, _ = H264Encoder().pack(packet)
+    assert rtc_internals.h264_payloads(frame) == theirs
+    assert len(theirs) > 3
 
 
 async def test_sender_report_on_demand() -> None:

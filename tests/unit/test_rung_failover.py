@@ -7,7 +7,7 @@ from test_switcher import Requests, instant
 
 from broadcaster.bus.packet import RungFailed, SourceStatus
 from broadcaster.config import DEFAULT_LADDER, AbrConfig
-from broadcaster.server import metrics, rtc_internals
+from broadcaster.server import metrics
 from broadcaster.server.abr_controller import ViewerAbr
 from broadcaster.server.broadcast import Broadcast
 from broadcaster.server.feedback import FeedbackCollector
@@ -145,6 +145,19 @@ def test_broadcast_follows_the_source_state() -> None:
 # --- ABR -----------------------------------------------------------------------------------
 
 
+class NoProbe:
+    """A viewer without negotiated RTX: no probe traffic is possible."""
+
+    available = False
+    bytes_sent = 0
+
+    async def send(self, budget: int) -> int:
+        return 0
+
+    async def measure_rtt(self) -> bool:
+        return False
+
+
 def test_abr_never_chooses_a_dead_rung() -> None:
     """REMB that fits the middle rung but not the top one: with the middle rung dead, the
     policy (fed the live rungs only) goes to the lowest, never to the dead one."""
@@ -154,7 +167,7 @@ def test_abr_never_chooses_a_dead_rung() -> None:
     switcher.offer(instant(0, {TOP}))
     feedback = FeedbackCollector(ssrc=1, started=0.0)
     ladder_bps = [r.bitrate_bps for r in DEFAULT_LADDER]
-    prober = rtc_internals.ProbeSender(object())  # type: ignore[arg-type]  # no RTX: no probe
+    prober = NoProbe()
     abr = ViewerAbr(switcher, prober, feedback, ladder_bps, AbrConfig(), now=0.0)
     broadcast.on_message(RungFailed(MID, "360p encoder failed"))
     targets = []

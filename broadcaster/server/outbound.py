@@ -1,0 +1,152 @@
+"""One viewer's video output on the fan-out fast path.
+
+Ties the pure RtpStream (numbering, history, RTX, probes) to the viewer's aiortc sender:
+the sender negotiates, receives RTCP and sends reports; this object sends the media,
+answers NACKs from its own history and sends probe padding. It becomes ``ready`` when
+aiortc starts the sender (DTLS is up), which is when the negotiated payload types,
+header extension ids and MID are known.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiortc import RTCRtpSender
+from aiortc.clock import current_ntp_time
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+
+from . import rtc_internals
+from .rtp_stream import RtpStream, SharedFrame, StreamParams
+
+logger = logging.getLogger(__name__)
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+# (RTP timestamp, payload bytes) of a NACKed packet -> resend it?
+RetransmitFilter = Callable[[int, int], bool]
+
+
+def stream_params(
+    parameters: RTCRtpSendParameters, ssrc: int, rtx_ssrc: int, codec: str
+) -> StreamParams:
+    """What a negotiation settled, in the form the fast path writes it."""
+    primary = parameters.codecs[0]
+    if primary.payloadType is None:
+        raise ValueError("negotiated codec has no payload type")
+    rtx_pt = next(
+        (
+            c.payloadType
+            for c in parameters.codecs
+            if c.mimeType.lower() == "video/rtx"
+            and str(c.parameters.get("apt")) == str(primary.payloadType)
+        ),
+        None,
+    )
+    ids = {e.uri: e.id for e in parameters.headerExtensions}
+    return StreamParams(
+        ssrc=ssrc,
+        payload_type=primary.payloadType,
+        codec=codec,
+        mid=parameters.muxId or None,
+        mid_ext=ids.get(MID_URI),
+        abs_send_time_ext=ids.get(ABS_SEND_TIME_URI),
+        rtx_ssrc=rtx_ssrc if rtx_pt is not None else None,
+        rtx_payload_type=rtx_pt,
+    )
+
+
+class ViewerOutput:
+    def __init__(
+        self,
+        sender: RTCRtpSender,
+        codec: str,
+        allow_retransmit: RetransmitFilter,
+        on_ready: Callable[[RtpStream], None],
+        on_dropped: Callable[[int], None],
+    ) -> None:
+        self._sender = sender
+        self._codec = codec
+        self._allow = allow_retransmit
+        self._on_ready = on_ready
+        self._on_dropped = on_dropped
+        self.stream: RtpStream | None = None
+        self._transport: rtc_internals.DirectTransport | None = None
+        self.closed = False
+        self.send_errors = 0
+        rtc_internals.on_sender_started(sender, self._start)
+        rtc_internals.replace_retransmit(sender, self._on_nack)
+
+    def _start(self, parameters: RTCRtpSendParameters) -> None:
+        if self.closed or self.stream is not None:
+            return
+        params = stream_params(
+            parameters,
+            rtc_internals.sender_ssrc(self._sender),
+            rtc_internals.sender_rtx_ssrc(self._sender),
+            self._codec,
+        )
+        self._transport = rtc_internals.DirectTransport(self._sender)
+        self.stream = RtpStream(params, self._transport.send)
+        self._on_ready(self.stream)
+
+    @property
+    def ready(self) -> bool:
+        return self.stream is not None and not self.closed
+
+    def send_frame(self, frame: SharedFrame, ntp: int) -> int:
+        stream = self.stream
+        if stream is None or self.closed:
+            return 0
+        try:
+            sent = stream.send_frame(frame, ntp)
+        except ConnectionError:
+            # The connection is closing under us; its session is about to be released.
+            self.send_errors += 1
+            return 0
+        assert stream.last_timestamp is not None
+        rtc_internals.record_sent(
+            self._sender, ntp, stream.last_timestamp, stream.packets, stream.octets
+        )
+        return sent
+
+    def dropped(self, frames: int) -> None:
+        self._on_dropped(frames)
+
+    def _on_nack(self, seq: int) -> None:
+        stream = self.stream
+        if stream is None or self.closed:
+            return
+        found = stream.lookup(seq)
+        if found is None or not self._allow(*found):
+            return
+        try:
+            stream.retransmit(seq, current_ntp_time())
+        except ConnectionError:
+            self.send_errors += 1
+
+    # ------------------------------------------------------------ the ABR's prober
+
+    @property
+    def available(self) -> bool:
+        """Probing needs negotiated RTX (padding the receiver drops as duplicates)."""
+        return self.stream is not None and self.stream.params.rtx_payload_type is not None
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.stream.probe_bytes if self.stream is not None else 0
+
+    async def send(self, budget: int) -> int:
+        if self.stream is None or self.closed:
+            return 0
+        try:
+            return self.stream.probe(budget, current_ntp_time())
+        except ConnectionError:
+            return 0
+
+    async def measure_rtt(self) -> bool:
+        return await rtc_internals.send_sender_report(self._sender)
+
+    def close(self) -> None:
+        self.closed = True
