@@ -19,8 +19,8 @@ from .admission import Admission
 from .auth import Authorizer, Scope
 from .broadcast import Broadcast
 from .ice import host_addresses
-from .session import ViewerRegistry
 from .state import ADMISSION, AUTH, BROADCAST, CONFIG, LOOP_LAG, VIEWERS, WS_HUB
+from .viewers import LocalViewers
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def create_app(
     app = web.Application(client_max_size=1024 * 1024, middlewares=[whep.cors])
     app[CONFIG] = config
     app[BROADCAST] = broadcast
-    app[VIEWERS] = ViewerRegistry()
+    app[VIEWERS] = LocalViewers(config, broadcast)
     app[AUTH] = Authorizer(config.auth)
     app[ADMISSION] = Admission(config.limits)
 

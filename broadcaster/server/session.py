@@ -101,6 +101,15 @@ class ViewerSession:
         return self._closed
 
     @property
+    def rung_index(self) -> int | None:
+        """The rung the viewer decodes now (None until its first keyframe)."""
+        return self.switcher.current
+
+    @property
+    def target_index(self) -> int:
+        return self.switcher.target
+
+    @property
     def remote_candidates(self) -> int:
         """ICE candidates the viewer has given us so far (offer and trickle), the count
         offer_guard.check_trickle bounds."""

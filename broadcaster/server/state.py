@@ -10,7 +10,7 @@ from ..config import Config
 from .admission import Admission
 from .auth import Authorizer
 from .broadcast import Broadcast
-from .session import ViewerRegistry
+from .viewers import Viewers
 
 if TYPE_CHECKING:
     # ws.py imports this module; the hub's type is only needed by the type checker.
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 CONFIG = web.AppKey("config", Config)
 BROADCAST = web.AppKey("broadcast", Broadcast)
-VIEWERS = web.AppKey("viewers", ViewerRegistry)
+# Viewer sessions, in this process or in fan-out workers (viewers.py, pool.py).
+VIEWERS: web.AppKey[Viewers] = web.AppKey("viewers")
 # Tokens and signed links (auth.py); rate, capacity and shutdown gate for new viewers.
 AUTH = web.AppKey("auth", Authorizer)
 ADMISSION = web.AppKey("admission", Admission)

@@ -43,8 +43,8 @@ from ..config import LimitsConfig
 from .broadcast import Broadcast
 from .errors import json_error
 from .ratelimit import TokenBucket
-from .session import ViewerRegistry, ViewerSession
 from .state import AUTH, BROADCAST, CONFIG, VIEWERS, WS_HUB
+from .viewers import SessionView, Viewers
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class WsHub:
     def __init__(
         self,
         broadcast: Broadcast,
-        viewers: ViewerRegistry,
+        viewers: Viewers,
         codec: str,
         limits: LimitsConfig | None = None,
     ) -> None:
@@ -339,12 +339,12 @@ class WsHub:
 
     # -------------------------------------------------------------- changes
 
-    def _update_session(self, client: WsClient, session: ViewerSession) -> None:
+    def _update_session(self, client: WsClient, session: SessionView) -> None:
         ladder = self.broadcast.ladder
-        sw = session.switcher
+        current = session.rung_index
         rung = (
-            None if sw.current is None else ladder[sw.current].name,
-            ladder[sw.target].name,
+            None if current is None else ladder[current].name,
+            ladder[session.target_index].name,
             session.mode,
         )
         if rung != client.sent_rung:
