@@ -24,6 +24,20 @@ class ConfigError(ValueError):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Fan-out worker processes. 0: viewers are served by the server process itself.
+    # AUTO_WORKERS ("auto" in the file): one per core the capture leaves free, but none
+    # when that is a single core (one worker would only add a hop).
+    workers: int = -1
+
+    def worker_count(self, cores: int | None) -> int:
+        if self.workers != AUTO_WORKERS:
+            return self.workers
+        free = (cores or 1) - 1  # the capture process takes about a core
+        return free if free >= 2 else 0
+
+
+AUTO_WORKERS = -1
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -177,7 +191,8 @@ class Config:
 
     def with_server(self, host: str | None = None, port: int | None = None) -> Config:
         """A copy with CLI overrides applied (validated like the file)."""
-        server = ServerConfig(
+        server = replace(
+            self.server,
             host=self.server.host if host is None else host,
             port=self.server.port if port is None else port,
         )
@@ -208,7 +223,7 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def parse_config(data: dict[str, Any]) -> Config:
     _check_keys("", data, ("server", "ice", "video", "ladder", "abr", "limits", "auth"))
-    server = _section(ServerConfig, "server", data.get("server", {}))
+    server = _parse_server(data.get("server", {}))
     _check_server(server)
     ice = _parse_ice(data.get("ice", {}))
     video = _section(VideoConfig, "video", data.get("video", {}))
@@ -256,6 +271,20 @@ def _section(cls: Any, name: str, table: Any) -> Any:
     kinds = {f.name: str(f.type) for f in fields(cls)}
     values = {k: _value(f"{name}.{k}", v, kinds[k]) for k, v in table.items()}
     return cls(**values)
+
+
+def _parse_server(table: Any) -> ServerConfig:
+    _check_keys("server.", table, ("host", "port", "workers"))
+    rest = {k: v for k, v in table.items() if k != "workers"}
+    server: ServerConfig = _section(ServerConfig, "server", rest)
+    workers = table.get("workers", "auto")
+    if workers == "auto":
+        workers = AUTO_WORKERS
+    elif isinstance(workers, bool) or not isinstance(workers, int):
+        raise ConfigError(f'server.workers: must be "auto" or a number, got {workers!r}')
+    elif not 0 <= workers <= MAX_WORKERS:
+        raise ConfigError(f'server.workers: must be 0-{MAX_WORKERS} or "auto", got {workers}')
+    return replace(server, workers=workers)
 
 
 def _check_server(s: ServerConfig) -> None:

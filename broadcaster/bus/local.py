@@ -78,7 +78,11 @@ class ServerLink:
         loop: asyncio.AbstractEventLoop,
         on_message: Callable[[CaptureMessage], None],
         on_eof: Callable[[], None],
+        tap: Callable[[bytes], None] | None = None,
     ) -> None:
+        """``tap`` (optional) sees every message's raw bytes first, on the reader thread:
+        how fan-out workers get the capture's messages without re-encoding them."""
+
         def run() -> None:
             # A thread (not add_reader) because recv_bytes of a big keyframe may block
             # while the rest of it is still being written.
@@ -87,6 +91,8 @@ class ServerLink:
                     buf = self._conn.recv_bytes()
                 except (EOFError, OSError):
                     break
+                if tap is not None:
+                    tap(buf)
                 try:
                     msg = decode_capture_message(buf)
                 except BusError as exc:

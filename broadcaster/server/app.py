@@ -19,8 +19,9 @@ from .admission import Admission
 from .auth import Authorizer, Scope
 from .broadcast import Broadcast
 from .ice import host_addresses
+from .pool import WorkerPool
 from .state import ADMISSION, AUTH, BROADCAST, CONFIG, LOOP_LAG, VIEWERS, WS_HUB
-from .viewers import LocalViewers
+from .viewers import LocalViewers, Viewers
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    text = metrics.render(
-        request.app[BROADCAST], len(request.app[VIEWERS]), request.app.get(LOOP_LAG)
-    )
+    viewers = request.app[VIEWERS]
+    workers = viewers.stats() if isinstance(viewers, WorkerPool) else None
+    text = metrics.render(request.app[BROADCAST], len(viewers), request.app.get(LOOP_LAG), workers)
     return web.Response(
         text=text,
         content_type="text/plain",
@@ -90,15 +91,20 @@ def protected(scope: Scope, handler: Handler) -> Handler:
 
 
 def create_app(
-    config: Config, broadcast: Broadcast, viewer_dir: Path | None = None
+    config: Config,
+    broadcast: Broadcast,
+    viewer_dir: Path | None = None,
+    viewers: Viewers | None = None,
 ) -> web.Application:
+    """The application; ``viewers`` holds the sessions elsewhere (a worker pool), else
+    they live in this process."""
     rtc_internals.check_compatible()
     rtc_internals.use_host_addresses(host_addresses(config))
     rtc_internals.use_port_range(config.ice.port_min, config.ice.port_max)
     app = web.Application(client_max_size=1024 * 1024, middlewares=[whep.cors])
     app[CONFIG] = config
     app[BROADCAST] = broadcast
-    app[VIEWERS] = LocalViewers(config, broadcast)
+    app[VIEWERS] = viewers if viewers is not None else LocalViewers(config, broadcast)
     app[AUTH] = Authorizer(config.auth)
     app[ADMISSION] = Admission(config.limits)
 

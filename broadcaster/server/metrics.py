@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from .broadcast import Broadcast
 from .looplag import LoopLag
+from .pool import WorkerStats
 
 
 def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> list[str]:
@@ -48,8 +49,43 @@ def _loop_lag(lag: LoopLag) -> list[str]:
     ]
 
 
-def render(broadcast: Broadcast, viewers: int, loop_lag: LoopLag | None = None) -> str:
-    """The /metrics body; ``loop_lag`` adds the event-loop lag families when given."""
+def _workers(workers: Sequence[WorkerStats]) -> list[str]:
+    def each(value: Callable[[WorkerStats], float]) -> list[str]:
+        return [f'{{worker="{w.index}"}} {_number(float(value(w)))}' for w in workers]
+
+    families = [
+        ("up", "gauge", "1 while the fan-out worker runs.", lambda w: int(w.up)),
+        ("viewers", "gauge", "Viewer sessions the worker holds.", lambda w: w.viewers),
+        ("cpu_seconds_total", "counter", "CPU time the worker used.", lambda w: w.cpu_s),
+        (
+            "loop_lag_p99_seconds",
+            "gauge",
+            "99th percentile of the worker's event-loop lag over the last 10 s.",
+            lambda w: w.lag_p99,
+        ),
+        ("loop_lag_max_seconds", "gauge", "Largest lag over the last 10 s.", lambda w: w.lag_max),
+        (
+            "restarts_total",
+            "counter",
+            "Times the worker died and was restarted.",
+            lambda w: w.restarts,
+        ),
+    ]
+    lines: list[str] = []
+    for name, kind, text, value in families:
+        full = f"broadcaster_worker_{name}"
+        lines += _family(full, kind, text, [full + sample for sample in each(value)])
+    return lines
+
+
+def render(
+    broadcast: Broadcast,
+    viewers: int,
+    loop_lag: LoopLag | None = None,
+    workers: Sequence[WorkerStats] | None = None,
+) -> str:
+    """The /metrics body; ``loop_lag`` adds the event-loop lag families, ``workers`` the
+    per-worker ones (viewers, CPU, loop lag) when fan-out runs in worker processes."""
     names = [_label(r.name) for r in broadcast.ladder]
 
     def per_rung(metric: str, values: Iterable[float]) -> list[str]:
@@ -150,4 +186,6 @@ def render(broadcast: Broadcast, viewers: int, loop_lag: LoopLag | None = None) 
     ]
     if loop_lag is not None:
         lines += _loop_lag(loop_lag)
+    if workers:
+        lines += _workers(workers)
     return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 
 from aiohttp import web
 
@@ -12,6 +13,7 @@ from ..capture.process import CaptureProcess
 from ..config import Config
 from .app import create_app
 from .broadcast import Broadcast
+from .pool import WorkerPool
 from .state import VIEWERS
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ class Service:
         self.broadcast: Broadcast | None = None
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
+        self.pool: WorkerPool | None = None  # fan-out workers, when configured
         self.port = config.server.port
         self.failed = asyncio.Event()
         self._closed = False
@@ -48,8 +51,17 @@ class Service:
             self.config.ladder, self.capture.link.request_keyframe, self.config.video.codec
         )
         self.broadcast.on_error = lambda _msg: self.failed.set()
-        self.capture.link.start(loop, self.broadcast.on_message, self._on_capture_eof)
-        self.app = create_app(self.config, self.broadcast)
+        workers = self.config.server.worker_count(os.cpu_count())
+        if workers:
+            self.pool = WorkerPool(self.config, self.broadcast, workers)
+            self.pool.start(loop)
+        self.capture.link.start(
+            loop,
+            self.broadcast.on_message,
+            self._on_capture_eof,
+            tap=self.pool.tap if self.pool is not None else None,
+        )
+        self.app = create_app(self.config, self.broadcast, viewers=self.pool)
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(
@@ -92,6 +104,8 @@ class Service:
         self._closed = True
         if self._runner is not None:
             await self._runner.cleanup()  # runs on_shutdown: closes every viewer session
+        if self.pool is not None:
+            await self.pool.shutdown()
         if self.broadcast is not None:
             await self.broadcast.close()
         if self.capture is not None:
