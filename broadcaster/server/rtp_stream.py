@@ -22,6 +22,9 @@ HISTORY_SIZE = 512
 PROBE_WINDOW = 32
 
 
+_EXTENSIONS: dict[tuple[int | None, str | None, int | None, int], bytes] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class StreamParams:
     """What negotiation settled for one viewer's video sender."""
@@ -59,7 +62,7 @@ class RtpStream:
     def __init__(
         self,
         params: StreamParams,
-        send: Callable[[bytes], None],
+        send: Callable[[list[bytes]], None],
         rng: random.Random | None = None,
     ) -> None:
         r = rng or random.SystemRandom()
@@ -85,12 +88,19 @@ class RtpStream:
 
     def _extensions(self, ntp: int) -> bytes:
         p = self.params
-        elements = []
-        if p.mid is not None and p.mid_ext:
-            elements.append((p.mid_ext, p.mid.encode()))
-        if p.abs_send_time_ext:
-            elements.append((p.abs_send_time_ext, rtp.abs_send_time(ntp)))
-        return rtp.extension_block(elements)
+        key = (p.mid_ext, p.mid, p.abs_send_time_ext, ntp >> 14)
+        block = _EXTENSIONS.get(key)
+        if block is None:
+            # Viewers sent in one slice share MID ids and the send time: build it once.
+            if len(_EXTENSIONS) > 64:
+                _EXTENSIONS.clear()
+            elements = []
+            if p.mid is not None and p.mid_ext:
+                elements.append((p.mid_ext, p.mid.encode()))
+            if p.abs_send_time_ext:
+                elements.append((p.abs_send_time_ext, rtp.abs_send_time(ntp)))
+            block = _EXTENSIONS[key] = rtp.extension_block(elements)
+        return block
 
     def send_frame(self, frame: SharedFrame, ntp: int) -> int:
         """Send every packet of ``frame``; returns the bytes handed to the transport."""
@@ -104,14 +114,16 @@ class RtpStream:
             first = rest = b""
         last = len(frame.bodies) - 1
         sent = 0
+        packets = []
         for i, body in enumerate(frame.bodies):
             head = rtp.header(int(i == last), p.payload_type, self.seq, timestamp, p.ssrc, ext)
             packet = b"".join((head, first if i == 0 else rest, body))
             self._history[self.seq % HISTORY_SIZE] = _Sent(self.seq, packet, len(head), timestamp)
-            self._send(packet)
+            packets.append(packet)
             sent += len(packet)
             self.octets += len(packet) - len(head)
             self.seq = (self.seq + 1) & 0xFFFF
+        self._send(packets)  # the frame in one go: one syscall where GSO allows
         self.packets += len(frame.bodies)
         self.frames += 1
         self.last_timestamp = timestamp
@@ -134,7 +146,7 @@ class RtpStream:
         if entry is None or entry.seq != seq:
             return 0
         packet = self._rtx(entry, ntp) if self.params.rtx_payload_type is not None else entry.packet
-        self._send(packet)
+        self._send([packet])
         self.rtx_packets += 1
         return len(packet)
 
@@ -166,11 +178,13 @@ class RtpStream:
         if not recent:
             return 0
         sent = 0
+        packets = []
         while sent < budget:
             entry = recent[self._probe_cursor % len(recent)]
             self._probe_cursor += 1
             packet = self._rtx(entry, ntp)
-            self._send(packet)
+            packets.append(packet)
             sent += len(packet)
+        self._send(packets)
         self.probe_bytes += sent
         return sent

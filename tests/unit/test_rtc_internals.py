@@ -125,7 +125,7 @@ async def test_fast_path_hooks_on_a_real_connection() -> None:
         rtc_internals.replace_retransmit(sender, nacked.append)
         transport = rtc_internals.DirectTransport(sender)
         with pytest.raises(ConnectionError):
-            transport.send(b"\x80" * 20)  # DTLS not up yet
+            transport.send([b"\x80" * 20])  # DTLS not up yet
         deadline = asyncio.get_running_loop().time() + 10
         while not started:
             assert asyncio.get_running_loop().time() < deadline, "sender never started"
@@ -226,3 +226,39 @@ async def test_connect_task_ends_quietly_only_once_closed() -> None:
     await pc.close()
     await hooked()
     assert calls == ["connect", "connect"]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "groups"),
+    [
+        ([1310, 1310, 700], [(0, 3)]),  # a frame: full packets, a shorter last one
+        ([700], [(0, 1)]),
+        ([1310, 700, 1310, 1310], [(0, 2), (2, 4)]),  # a shorter one ends a run
+        ([500, 1310, 1310], [(0, 1), (1, 3)]),  # a longer one starts a new run
+        ([1000] * 70, [(0, 60), (60, 70)]),  # at most 60 kB per send
+        ([100] * 70, [(0, 64), (64, 70)]),  # at most 64 segments
+        ([], []),
+    ],
+)
+def test_gso_groups(sizes: list[int], groups: list[tuple[int, int]]) -> None:
+    assert rtc_internals.gso_groups(sizes) == groups
+
+
+def test_gso_send_arrives_as_separate_datagrams() -> None:
+    """What DirectTransport relies on: one sendmsg with UDP_SEGMENT, several datagrams."""
+    import socket
+    import struct
+
+    if not rtc_internals.GSO:
+        pytest.skip("kernel without UDP GSO: DirectTransport falls back to one sendto each")
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+    ):
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(2)
+        parts = [b"a" * 1200, b"b" * 1200, b"c" * 300]
+        segment = struct.pack("=H", 1200)
+        tx.sendmsg(parts, [(rtc_internals.SOL_UDP, rtc_internals.UDP_SEGMENT, segment)], 0,
+                   rx.getsockname())  # fmt: skip
+        assert [rx.recv(2000) for _ in parts] == parts

@@ -89,7 +89,7 @@ PARAMS = StreamParams(
 
 def test_stream_numbers_packets_and_keeps_one_picture_id_sequence() -> None:
     out: list[bytes] = []
-    stream = RtpStream(PARAMS, out.append, random.Random(1))
+    stream = RtpStream(PARAMS, out.extend, random.Random(1))
     ext = ext_map(4, 2)
     stream.send_frame(frame(0, n=3), ntp=1 << 32)
     stream.send_frame(frame(3000, n=2, rung=1), ntp=2 << 32)  # another rung: same numbering
@@ -108,7 +108,7 @@ def test_stream_numbers_packets_and_keeps_one_picture_id_sequence() -> None:
 
 def test_retransmission_is_rtx_of_the_original() -> None:
     out: list[bytes] = []
-    stream = RtpStream(PARAMS, out.append, random.Random(2))
+    stream = RtpStream(PARAMS, out.extend, random.Random(2))
     stream.send_frame(frame(0, n=4), ntp=1 << 32)
     original = RtpPacket.parse(out[2], ext_map(4, 2))
     assert stream.lookup(original.sequence_number) == (original.timestamp, len(original.payload))
@@ -130,7 +130,7 @@ def test_retransmission_is_rtx_of_the_original() -> None:
 def test_without_rtx_the_original_is_resent_and_no_probe() -> None:
     out: list[bytes] = []
     params = StreamParams(ssrc=1, payload_type=96, codec="vp8")
-    stream = RtpStream(params, out.append, random.Random(3))
+    stream = RtpStream(params, out.extend, random.Random(3))
     stream.send_frame(frame(0, n=2), ntp=0)
     seq = RtpPacket.parse(out[0]).sequence_number
     stream.retransmit(seq, ntp=0)
@@ -140,7 +140,7 @@ def test_without_rtx_the_original_is_resent_and_no_probe() -> None:
 
 def test_probe_sends_about_the_budget_as_rtx() -> None:
     out: list[bytes] = []
-    stream = RtpStream(PARAMS, out.append, random.Random(4))
+    stream = RtpStream(PARAMS, out.extend, random.Random(4))
     stream.send_frame(frame(0, n=3), ntp=0)
     before = len(out)
     sent = stream.probe(10_000, ntp=1 << 32)
@@ -154,7 +154,7 @@ def test_probe_sends_about_the_budget_as_rtx() -> None:
 def test_h264_has_no_descriptor() -> None:
     out: list[bytes] = []
     params = StreamParams(ssrc=1, payload_type=102, codec="h264")
-    stream = RtpStream(params, out.append, random.Random(5))
+    stream = RtpStream(params, out.extend, random.Random(5))
     bodies = (b"\x7c\x85abc", b"\x7c\x45def")
     stream.send_frame(SharedFrame(0, 0, True, bodies, 6), ntp=0)
     assert [RtpPacket.parse(p).payload for p in out] == list(bodies)
