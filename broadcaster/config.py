@@ -28,6 +28,8 @@ class ServerConfig:
     # AUTO_WORKERS ("auto" in the file): one per core the capture leaves free, but none
     # when that is a single core (one worker would only add a hop).
     workers: int = -1
+    # Send a frame's packets to one viewer in one syscall (UDP GSO) where the kernel can.
+    gso: bool = True
 
     def worker_count(self, cores: int | None) -> int:
         if self.workers != AUTO_WORKERS:
@@ -274,8 +276,11 @@ def _section(cls: Any, name: str, table: Any) -> Any:
 
 
 def _parse_server(table: Any) -> ServerConfig:
-    _check_keys("server.", table, ("host", "port", "workers"))
-    rest = {k: v for k, v in table.items() if k != "workers"}
+    _check_keys("server.", table, ("host", "port", "workers", "gso"))
+    rest = {k: v for k, v in table.items() if k not in ("workers", "gso")}
+    gso = table.get("gso", True)
+    if not isinstance(gso, bool):
+        raise ConfigError(f"server.gso: must be true or false, got {gso!r}")
     server: ServerConfig = _section(ServerConfig, "server", rest)
     workers = table.get("workers", "auto")
     if workers == "auto":
@@ -284,7 +289,7 @@ def _parse_server(table: Any) -> ServerConfig:
         raise ConfigError(f'server.workers: must be "auto" or a number, got {workers!r}')
     elif not 0 <= workers <= MAX_WORKERS:
         raise ConfigError(f'server.workers: must be 0-{MAX_WORKERS} or "auto", got {workers}')
-    return replace(server, workers=workers)
+    return replace(server, workers=workers, gso=gso)
 
 
 def _check_server(s: ServerConfig) -> None:

@@ -71,6 +71,7 @@ def attach_output(session: ViewerSession, sender: RTCRtpSender, config: Config) 
         allow_retransmit=session.retransmit,
         on_ready=ready,
         on_dropped=session.switcher.restart,
+        gso=config.server.gso,
     )
     session.broadcast.subscribe(session.switcher, session.output)
 

@@ -65,12 +65,14 @@ class ViewerOutput:
         allow_retransmit: RetransmitFilter,
         on_ready: Callable[[RtpStream], None],
         on_dropped: Callable[[int], None],
+        gso: bool = True,
     ) -> None:
         self._sender = sender
         self._codec = codec
         self._allow = allow_retransmit
         self._on_ready = on_ready
         self._on_dropped = on_dropped
+        self._gso = gso
         self.stream: RtpStream | None = None
         self._transport: rtc_internals.DirectTransport | None = None
         self.closed = False
@@ -87,7 +89,7 @@ class ViewerOutput:
             rtc_internals.sender_rtx_ssrc(self._sender),
             self._codec,
         )
-        self._transport = rtc_internals.DirectTransport(self._sender)
+        self._transport = rtc_internals.DirectTransport(self._sender, self._gso)
         self.stream = RtpStream(params, self._transport.send)
         self._on_ready(self.stream)
 

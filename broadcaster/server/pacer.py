@@ -45,7 +45,6 @@ class Pacer:
         self._clock = clock
         self._instants: deque[deque[Job]] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self.bytes_sent = 0
         self.slices = 0
         self.backlog_drops = 0
@@ -60,7 +59,6 @@ class Pacer:
         self._instants.append(deque(jobs))
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
-        self._wake.set()
 
     @property
     def pending(self) -> int:
@@ -87,11 +85,12 @@ class Pacer:
         return False
 
     async def _run(self) -> None:
-        while not self._closed:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.run_slice():
+        # Lives only while there is work: an idle broadcast holds no task.
+        try:
+            while self.run_slice() and not self._closed:
                 await asyncio.sleep(0)
+        finally:
+            self._task = None
 
     def _drop_backlog(self) -> None:
         counts: dict[int, tuple[FrameSink, int]] = {}

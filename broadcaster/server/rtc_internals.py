@@ -352,9 +352,9 @@ class DirectTransport:
     ever waits: asyncio's UDP ``sendto`` buffers instead), and a frame's packets in one
     GSO syscall where the kernel allows."""
 
-    def __init__(self, sender: RTCRtpSender) -> None:
+    def __init__(self, sender: RTCRtpSender, gso: bool = True) -> None:
         self._dtls = sender.transport
-        self.gso = GSO
+        self.gso = GSO and gso
         self.syscalls = 0
 
     def send(self, packets: list[bytes]) -> None:

@@ -418,7 +418,12 @@ class NetnsPair:
         for the startup (a few seconds): from async code use `asyncio.to_thread`.
         """
         config = self._tmp / f"server-{len(self._servers)}.toml"
-        config.write_text(f'[ice]\naddresses = ["{SERVER_IP}"]\n{config_toml}\n')
+        # GSO off: the shaping here (nftables drop, htb) acts on what the server hands
+        # the kernel, and a GSO send is a whole frame for one viewer; on a real path the
+        # NIC splits it and loss and queues act on single packets. Without GSO the veth
+        # carries single packets, as the wire would.
+        server_table = "" if "[server]" in config_toml else "[server]\ngso = false\n"
+        config.write_text(f'{server_table}[ice]\naddresses = ["{SERVER_IP}"]\n{config_toml}\n')
         log_path = self._tmp / f"server-{len(self._servers)}.log"
         cmd = self.exec_args(
             self.server_ns, sys.executable, "-m", "broadcaster.cli", "serve",

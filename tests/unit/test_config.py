@@ -137,7 +137,17 @@ BAD_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("token type", {"auth": {"publish_tokens": [1]}}, "auth.publish_tokens: must be a string"),
     ("short secret", {"auth": {"link_secret": "abc"}}, "auth.link_secret: must be at least 32"),
     ("link ttl", {"auth": {"link_ttl": 0}}, "auth.link_ttl"),
+    ("gso type", {"server": {"gso": "yes"}}, "server.gso: must be true or false"),
+    ("workers word", {"server": {"workers": "many"}}, 'server.workers: must be "auto"'),
+    ("workers range", {"server": {"workers": 65}}, "server.workers: must be 0-64"),
 ]
+
+
+def test_workers_auto_leaves_the_capture_a_core() -> None:
+    server = parse_config({}).server
+    assert [server.worker_count(c) for c in (1, 2, 3, 8, None)] == [0, 0, 2, 7, 0]
+    assert parse_config({"server": {"workers": 3}}).server.worker_count(2) == 3
+    assert parse_config({"server": {"gso": False}}).server.gso is False
 
 
 def test_limits_auth_and_turn_rest_parse() -> None:
