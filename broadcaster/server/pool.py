@@ -74,7 +74,6 @@ class _Worker:
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     alive: bool = True
-    dropped: int = 0
 
 
 class WorkerPool:
@@ -126,7 +125,7 @@ class WorkerPool:
             try:
                 w.feed.put_nowait(message)
             except queue.Full:
-                w.dropped += 1  # its viewers restart at the next keyframe they get
+                pass  # a stuck worker: its viewers restart at the next keyframe they get
 
     def _feed(self, w: _Worker) -> None:
         while (message := w.feed.get()) is not None:

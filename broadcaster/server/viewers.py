@@ -9,7 +9,6 @@ interface, so they work the same whichever process holds a viewer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,9 +101,6 @@ class LocalViewers(ViewerRegistry):
         super().__init__()
         self.config = config
         self.broadcast = broadcast
-
-    def __iter__(self) -> Iterator[ViewerSession]:
-        return super().__iter__()
 
     async def open(self, offer_sdp: str, servers: tuple[IceServer, ...]) -> tuple[str, str]:
         if self.broadcast.error is not None:
