@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import fractions
 import secrets
-import signal
-from typing import Any
 
 import av
 import cv2
@@ -34,15 +32,14 @@ from aiohttp import web
 from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
     VideoStreamTrack,
 )
 from aiortc.codecs import vpx
 from aiortc.contrib.media import MediaRelay
+from baseline import PCS, base_app, vp8_codecs, wait_for_signal
 
 from broadcaster.capture.testpattern import TestPattern
-from broadcaster.server.looplag import LoopLag
 from broadcaster.server.rtc_internals import use_host_addresses
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
@@ -71,16 +68,8 @@ class PatternTrack(VideoStreamTrack):
         return frame
 
 
-PCS = web.AppKey("pcs", dict[str, RTCPeerConnection])
 SOURCE = web.AppKey("source", PatternTrack)
 RELAY = web.AppKey("relay", MediaRelay)
-LAG = web.AppKey("lag", LoopLag)
-
-
-def _vp8_first() -> list[Any]:
-    # Same codec as the broadcaster's ladder (plus RTX), so both designs send VP8.
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    return [c for c in caps if c.mimeType in ("video/VP8", "video/rtx")]
 
 
 async def post_whep(request: web.Request) -> web.Response:
@@ -99,7 +88,7 @@ async def post_whep(request: web.Request) -> web.Response:
     # The usual aiortc recipe: one relay proxy per viewer; its sender encodes on its own.
     sender = pc.addTrack(request.app[RELAY].subscribe(request.app[SOURCE]))
     transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
-    transceiver.setCodecPreferences(_vp8_first())  # before setRemoteDescription, or ignored
+    transceiver.setCodecPreferences(vp8_codecs())  # before setRemoteDescription, or ignored
     await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
     await pc.setLocalDescription(await pc.createAnswer())
     return web.Response(
@@ -108,14 +97,6 @@ async def post_whep(request: web.Request) -> web.Response:
         content_type="application/sdp",
         headers={"Location": f"/whep/{session_id}"},
     )
-
-
-async def delete_whep(request: web.Request) -> web.Response:
-    pc = request.app[PCS].pop(request.match_info["session_id"], None)
-    if pc is None:
-        return web.json_response({"error": "no such session"}, status=404)
-    await pc.close()
-    return web.Response(status=200)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -141,14 +122,6 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-async def bench_lag(request: web.Request) -> web.Response:
-    lag = request.app[LAG]
-    s = lag.summary()
-    return web.json_response(
-        {"p50": s.p50, "p99": s.p99, "max": s.max, "samples": s.samples, "window": lag.window}
-    )
-
-
 async def _keep_source_live(app: web.Application) -> None:
     """Pull the source whether or not anyone watches, like a live camera.
 
@@ -162,32 +135,23 @@ async def _keep_source_live(app: web.Application) -> None:
 
 
 def make_app() -> web.Application:
-    app = web.Application()
-    app[PCS] = {}
+    app = base_app()
     app[SOURCE] = PatternTrack()
     app[RELAY] = MediaRelay()
-    app[LAG] = LoopLag()
     tasks: list[asyncio.Task[None]] = []
 
     async def start_source(app: web.Application) -> None:
         tasks.append(asyncio.create_task(_keep_source_live(app)))
-        app[LAG].start()
 
-    async def close_all(app: web.Application) -> None:
-        await app[LAG].close()
+    async def stop_source(app: web.Application) -> None:
         for task in tasks:
             task.cancel()
-        pcs = list(app[PCS].values())
-        app[PCS].clear()
-        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
 
     app.on_startup.append(start_source)
-    app.on_shutdown.append(close_all)
+    app.on_shutdown.append(stop_source)
     app.router.add_post("/whep", post_whep)
-    app.router.add_delete("/whep/{session_id}", delete_whep)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/bench/lag", bench_lag)
     return app
 
 
@@ -196,12 +160,8 @@ async def serve(port: int) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     print(f"naive server on http://127.0.0.1:{port}/", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await wait_for_signal()
     finally:
         await runner.cleanup()
 

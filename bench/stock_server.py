@@ -23,19 +23,18 @@ import argparse
 import asyncio
 import logging
 import secrets
-import signal
 import time
 from typing import Any
 
 import av
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+from baseline import PCS, base_app, vp8_codecs, wait_for_signal
 
 from broadcaster.bus.packet import TIME_BASE, CaptureError, CaptureMessage, FrameSet
 from broadcaster.capture.process import CaptureProcess
 from broadcaster.config import load_config
-from broadcaster.server.looplag import LoopLag
 from broadcaster.server.rtc_internals import use_host_addresses
 
 logger = logging.getLogger("stock_server")
@@ -122,15 +121,7 @@ class Source:
         )
 
 
-PCS = web.AppKey("pcs", dict[str, RTCPeerConnection])
 SOURCE = web.AppKey("source", Source)
-LAG = web.AppKey("lag", LoopLag)
-
-
-def _vp8_only() -> list[Any]:
-    # The bitstream is VP8 and aiortc picks the packetizer from the NEGOTIATED codec.
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    return [c for c in caps if c.mimeType in ("video/VP8", "video/rtx")]
 
 
 async def post_whep(request: web.Request) -> web.Response:
@@ -152,7 +143,7 @@ async def post_whep(request: web.Request) -> web.Response:
     # Observed order that works: addTrack -> setCodecPreferences -> setRemoteDescription.
     sender = pc.addTrack(track)
     transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
-    transceiver.setCodecPreferences(_vp8_only())
+    transceiver.setCodecPreferences(vp8_codecs())
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -168,14 +159,6 @@ async def post_whep(request: web.Request) -> web.Response:
         content_type="application/sdp",
         headers={"Location": f"/whep/{session_id}"},
     )
-
-
-async def delete_whep(request: web.Request) -> web.Response:
-    pc = request.app[PCS].pop(request.match_info["session_id"], None)
-    if pc is None:
-        return web.json_response({"error": "no such session"}, status=404)
-    await pc.close()  # connectionstatechange -> closed drops its track
-    return web.Response(status=200)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -199,36 +182,12 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-async def bench_lag(request: web.Request) -> web.Response:
-    lag = request.app[LAG]
-    s = lag.summary()
-    return web.json_response(
-        {"p50": s.p50, "p99": s.p99, "max": s.max, "samples": s.samples, "window": lag.window}
-    )
-
-
 def make_app(source: Source) -> web.Application:
-    app = web.Application()
-    app[PCS] = {}
+    app = base_app()
     app[SOURCE] = source
-    app[LAG] = LoopLag()
-
-    async def start(app: web.Application) -> None:
-        app[LAG].start()
-
-    async def close_all(app: web.Application) -> None:
-        await app[LAG].close()
-        pcs = list(app[PCS].values())
-        app[PCS].clear()
-        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
-
-    app.on_startup.append(start)
-    app.on_shutdown.append(close_all)
     app.router.add_post("/whep", post_whep)
-    app.router.add_delete("/whep/{session_id}", delete_whep)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/bench/lag", bench_lag)
     return app
 
 
@@ -246,10 +205,7 @@ async def serve(port: int, config_path: str, rung_name: str) -> None:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         print(f"stock server on http://127.0.0.1:{port}/", flush=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await wait_for_signal()
     finally:
         await runner.cleanup()
         await loop.run_in_executor(None, capture.close)
