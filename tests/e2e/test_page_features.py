@@ -8,13 +8,15 @@ import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
 
-from broadcaster.config import load_config
+from broadcaster.config import AuthConfig, load_config
+from broadcaster.server.auth import sign_view_token
 from broadcaster.server.service import Service
 
 pytestmark = pytest.mark.browser
@@ -342,3 +344,35 @@ async def test_phone_layout_and_screenshot(
     assert await page.evaluate("() => document.getElementById('video').muted") is False
     assert await page.is_hidden("#unmute")
     assert not page_errors(page.console_lines), page.console_lines
+
+
+async def test_page_carries_its_signed_link_to_whep_and_the_websocket(
+    page: Any, console: list[str]
+) -> None:
+    """With auth on, the bare page URL is refused (401 shown, no session), and the same
+    page opened from a signed link plays: its token goes to WHEP and to /ws."""
+    secret = "e2e-link-secret-0123456789abcdef0123"
+    base = load_config().with_server(port=0)
+    svc = Service(replace(base, auth=AuthConfig(link_secret=secret)), "test")
+    await svc.start()
+    try:
+        await svc.wait_healthy()
+        await page.goto(svc.url)
+        await wait_for(
+            lambda: page.get_attribute("#banner", "data-kind"), lambda k: k == "error", 15,
+            what="refusal shown",
+        )  # fmt: skip
+        assert "401" in await page.inner_text("#banner")
+        assert svc.viewers == 0
+
+        console.clear()  # the refused page's 401s were expected
+        link = svc.url + "?token=" + sign_view_token(secret, int(time.time()) + 120)
+        await open_playing(page, link, console)
+        assert svc.viewers == 1
+        # The control socket got in too (it would be refused without the token).
+        await wait_for(
+            js(page, "window.player.control.open"), lambda o: o is True, 5, what="ws open"
+        )
+        assert not page_errors(console), console
+    finally:
+        await svc.close()
