@@ -29,6 +29,11 @@ from aiortc.exceptions import InvalidStateError
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
+from pylibsrtp import ERRORS as SRTP_ERRORS
+from pylibsrtp import SRTP_MAX_TRAILER_LEN, Session
+from pylibsrtp import Error as SrtpError
+from pylibsrtp._binding import ffi as srtp_ffi
+from pylibsrtp._binding import lib as srtp_lib
 
 logger = logging.getLogger(__name__)
 
@@ -346,6 +351,44 @@ def gso_groups(sizes: list[int]) -> list[tuple[int, int]]:
     return groups
 
 
+def srtp_protector(session: Session) -> Callable[[bytes], bytes]:
+    """``session.protect`` without pylibsrtp's per-call allocations: the same libsrtp
+    call on the session's own buffer, with one length cell made here instead of one per
+    packet. SRTP is per packet and per viewer, so this is on the hottest path."""
+    srtp = session._srtp[0]
+    cdata = session._cdata
+    buffer = session._buffer
+    limit = len(buffer) - SRTP_MAX_TRAILER_LEN
+    length = srtp_ffi.new("int *")
+    call = srtp_lib.srtp_protect
+
+    def protect(packet: bytes) -> bytes:
+        n = len(packet)
+        if n > limit:
+            raise ValueError("packet is too long")
+        buffer[0:n] = packet
+        length[0] = n
+        rc = call(srtp, cdata, length)
+        if rc:
+            raise SrtpError(SRTP_ERRORS[rc] if rc < len(SRTP_ERRORS) else f"libsrtp error {rc}")
+        protected: bytes = buffer[0 : length[0]]
+        return protected
+
+    protect.session = session  # type: ignore[attr-defined]  # keeps the C state alive
+    return protect
+
+
+# Socket options carrying a GSO segment size, by size: the same few sizes recur.
+_SEGMENT_OPTIONS: dict[int, list[tuple[int, int, bytes]]] = {}
+
+
+def _segment_option(size: int) -> list[tuple[int, int, bytes]]:
+    option = _SEGMENT_OPTIONS.get(size)
+    if option is None:
+        option = _SEGMENT_OPTIONS[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+    return option
+
+
 class DirectTransport:
     """Encrypts and sends RTP on a sender's DTLS transport synchronously: what aiortc's
     ``RTCDtlsTransport._send_rtp`` does, minus its two awaits per packet (nothing in it
@@ -356,33 +399,57 @@ class DirectTransport:
         self._dtls = sender.transport
         self.gso = GSO and gso
         self.syscalls = 0
+        # Resolved on first use and again only if aiortc replaces them: the SRTP session
+        # (made when DTLS connects) and the nominated ICE pair's socket and address.
+        self._session: Session | None = None
+        self._protect: Callable[[bytes], bytes] = _not_connected
+        self._pair: Any = None
+        self._route: tuple[Any, Any, Any] = (None, None, None)
 
-    def send(self, packets: list[bytes]) -> None:
+    def _resolve(self) -> tuple[Any, Any, Any]:
         dtls = self._dtls
         if dtls._state != DtlsState.CONNECTED:
             raise ConnectionError("DTLS not connected")
+        if dtls._tx_srtp is not self._session:
+            self._session = dtls._tx_srtp
+            self._protect = srtp_protector(dtls._tx_srtp)
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None:
             raise ConnectionError("ICE not connected")
-        protect = dtls._tx_srtp.protect
+        if pair is not self._pair:
+            self._pair = pair
+            transport = pair.protocol.transport
+            self._route = (transport, transport._sock, pair.remote_addr)  # type: ignore[attr-defined]
+        return self._route
+
+    def send(self, packets: list[bytes]) -> None:
+        transport, sock, addr = self._resolve()
+        protect = self._protect
         datagrams = [protect(p) for p in packets]
-        transport, addr = pair.protocol.transport, pair.remote_addr
-        if not self.gso or len(datagrams) == 1 or transport._buffer:  # type: ignore[attr-defined]
+        n = len(datagrams)
+        if not self.gso or n == 1 or transport._buffer:
             # Queued writes first, in order: asyncio's own path.
             for d in datagrams:
                 transport.sendto(d, addr)
-            self.syscalls += len(datagrams)
+            self.syscalls += n
             return
-        sock = transport._sock  # type: ignore[attr-defined]
-        for start, end in gso_groups([len(d) for d in datagrams]):
-            group = datagrams[start:end]
+        size = len(datagrams[0])
+        groups: tuple[tuple[int, int], ...]
+        if n <= GSO_MAX_SEGMENTS and size * n <= GSO_MAX_BYTES and len(datagrams[-1]) <= size:
+            if all(len(d) == size for d in datagrams[1:-1]):
+                groups = ((0, n),)  # the usual frame: one run
+            else:
+                groups = tuple(gso_groups([len(d) for d in datagrams]))
+        else:
+            groups = tuple(gso_groups([len(d) for d in datagrams]))
+        for start, end in groups:
             self.syscalls += 1
             try:
-                if len(group) == 1:
-                    sock.sendto(group[0], addr)
+                if end - start == 1:
+                    sock.sendto(datagrams[start], addr)
                 else:
-                    segment = struct.pack("=H", len(group[0]))
-                    sock.sendmsg(group, [(SOL_UDP, UDP_SEGMENT, segment)], 0, addr)
+                    group = datagrams[start:end]
+                    sock.sendmsg(group, _segment_option(len(group[0])), 0, addr)
             except (BlockingIOError, InterruptedError):
                 for d in datagrams[start:]:  # the socket is full: asyncio buffers the rest
                     transport.sendto(d, addr)
@@ -394,6 +461,10 @@ class DirectTransport:
                         transport.sendto(d, addr)
                     return
                 raise ConnectionError(str(exc)) from exc
+
+
+def _not_connected(packet: bytes) -> bytes:
+    raise ConnectionError("DTLS not connected")
 
 
 def h264_payloads(frame: bytes) -> list[bytes]:

@@ -24,9 +24,9 @@ VP8_DESCRIPTOR_BYTES = 4
 VP8_BODY_MAX = PACKET_MAX - VP8_DESCRIPTOR_BYTES
 PICTURE_ID_MOD = 1 << 15
 
-_HEADER = struct.Struct("!BBHII")
-_RTP_VERSION_WITH_EXTENSION = 0x90  # V=2, P=0, X=1, CC=0
-_RTP_VERSION = 0x80
+HEADER = struct.Struct("!BBHII")
+RTP_VERSION_WITH_EXTENSION = 0x90  # V=2, P=0, X=1, CC=0
+RTP_VERSION = 0x80
 _ONE_BYTE_PROFILE = 0xBEDE
 _EXT_HEADER = struct.Struct("!HH")
 
@@ -66,8 +66,8 @@ def extension_block(elements: Sequence[tuple[int, bytes]]) -> bytes:
 def header(
     marker: int, payload_type: int, seq: int, timestamp: int, ssrc: int, ext: bytes
 ) -> bytes:
-    first = _RTP_VERSION_WITH_EXTENSION if ext else _RTP_VERSION
-    return _HEADER.pack(first, (marker << 7) | payload_type, seq, timestamp, ssrc) + ext
+    first = RTP_VERSION_WITH_EXTENSION if ext else RTP_VERSION
+    return HEADER.pack(first, (marker << 7) | payload_type, seq, timestamp, ssrc) + ext
 
 
 def header_length(packet: bytes) -> int:

@@ -22,7 +22,17 @@ HISTORY_SIZE = 512
 PROBE_WINDOW = 32
 
 
-_EXTENSIONS: dict[tuple[int | None, str | None, int | None, int], bytes] = {}
+HISTORY_MASK = HISTORY_SIZE - 1
+assert HISTORY_SIZE & HISTORY_MASK == 0, "a power of two: seq & mask is the slot"
+
+# Extension blocks by (stream's extension layout, send time): viewers sent in one pacer
+# slice share their MID ids and the send time, so the block is built once per slice.
+_EXTENSIONS: dict[tuple[int, int], bytes] = {}
+_LAYOUTS: dict[tuple[int | None, str | None, int | None], int] = {}
+
+# A history slot: (seq, plaintext packet, header length, RTP timestamp). A tuple, not an
+# object: one is made per packet per viewer, the hottest allocation on the send path.
+_Sent = tuple[int, bytes, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +41,7 @@ class StreamParams:
 
     ssrc: int
     payload_type: int
-    codec: str  # "vp8" | "h264"
+    codec: str  # "vp8" | "h264" | "opus"
     mid: str | None = None
     mid_ext: int | None = None  # header extension ids (None: not negotiated)
     abs_send_time_ext: int | None = None
@@ -48,14 +58,9 @@ class SharedFrame:
     keyframe: bool
     bodies: tuple[bytes, ...]  # payloads (VP8: without the per-viewer descriptor)
     size: int  # bytes of the encoded frame
-
-
-@dataclass(slots=True)
-class _Sent:
-    seq: int
-    packet: bytes  # plaintext RTP, header included
-    header_length: int
-    timestamp: int
+    # Wall-clock capture time of ``pts`` (time.time()): sender reports map RTP time to it,
+    # the same way for audio and video, which is what lip sync rests on.
+    wall: float = 0.0
 
 
 class RtpStream:
@@ -74,6 +79,13 @@ class RtpStream:
         self.rtp_origin = r.randrange(1 << 32)
         self.picture_id = r.randrange(rtp.PICTURE_ID_MOD)
         self._history: list[_Sent | None] = [None] * HISTORY_SIZE
+        self._vp8 = params.codec == "vp8"
+        # Video marks a frame's last packet; audio marks only the start of a talkspurt
+        # (RFC 7587), here the stream's first packet.
+        self._audio = params.codec == "opus"
+        self._layout = _LAYOUTS.setdefault(
+            (params.mid_ext, params.mid, params.abs_send_time_ext), len(_LAYOUTS)
+        )
         self._probe_cursor = 0
         # For sender reports (RFC 3550: payload octets) and stats.
         self.packets = 0
@@ -88,10 +100,9 @@ class RtpStream:
 
     def _extensions(self, ntp: int) -> bytes:
         p = self.params
-        key = (p.mid_ext, p.mid, p.abs_send_time_ext, ntp >> 14)
+        key = (self._layout, ntp >> 14 if p.abs_send_time_ext else 0)
         block = _EXTENSIONS.get(key)
         if block is None:
-            # Viewers sent in one slice share MID ids and the send time: build it once.
             if len(_EXTENSIONS) > 64:
                 _EXTENSIONS.clear()
             elements = []
@@ -103,28 +114,38 @@ class RtpStream:
         return block
 
     def send_frame(self, frame: SharedFrame, ntp: int) -> int:
-        """Send every packet of ``frame``; returns the bytes handed to the transport."""
+        """Send every packet of ``frame``; returns the bytes handed to the transport.
+
+        Runs once per viewer per frame, hundreds of times per frame: written flat, with
+        locals, because here every attribute lookup and call is multiplied."""
         p = self.params
         timestamp = (frame.pts + self.rtp_origin) & 0xFFFFFFFF
         ext = self._extensions(ntp)
-        if p.codec == "vp8":
+        head_length = 12 + len(ext)
+        if self._vp8:
             first, rest = rtp.vp8_descriptors(self.picture_id)
             self.picture_id = (self.picture_id + 1) % rtp.PICTURE_ID_MOD
         else:
             first = rest = b""
-        last = len(frame.bodies) - 1
-        sent = 0
+        pack = rtp.HEADER.pack
+        version = rtp.RTP_VERSION_WITH_EXTENSION if ext else rtp.RTP_VERSION
+        pt, ssrc, seq, history = p.payload_type, p.ssrc, self.seq, self._history
+        bodies = frame.bodies
+        last = len(bodies) - 1 if not self._audio else (0 if self.frames == 0 else -1)
         packets = []
-        for i, body in enumerate(frame.bodies):
-            head = rtp.header(int(i == last), p.payload_type, self.seq, timestamp, p.ssrc, ext)
-            packet = b"".join((head, first if i == 0 else rest, body))
-            self._history[self.seq % HISTORY_SIZE] = _Sent(self.seq, packet, len(head), timestamp)
+        for i, body in enumerate(bodies):
+            packet = b"".join(
+                (pack(version, pt | 0x80 if i == last else pt, seq, timestamp, ssrc),
+                 ext, rest if i else first, body)
+            )  # fmt: skip
+            history[seq & HISTORY_MASK] = (seq, packet, head_length, timestamp)
             packets.append(packet)
-            sent += len(packet)
-            self.octets += len(packet) - len(head)
-            self.seq = (self.seq + 1) & 0xFFFF
+            seq = (seq + 1) & 0xFFFF
+        self.seq = seq
         self._send(packets)  # the frame in one go: one syscall where GSO allows
-        self.packets += len(frame.bodies)
+        sent = sum(map(len, packets))
+        self.octets += sent - head_length * len(packets)
+        self.packets += len(packets)
         self.frames += 1
         self.last_timestamp = timestamp
         self.last_ntp = ntp
@@ -134,18 +155,18 @@ class RtpStream:
 
     def lookup(self, seq: int) -> tuple[int, int] | None:
         """(RTP timestamp, payload bytes) of a packet still in history."""
-        entry = self._history[seq % HISTORY_SIZE]
-        if entry is None or entry.seq != seq:
+        entry = self._history[seq & HISTORY_MASK]
+        if entry is None or entry[0] != seq:
             return None
-        return entry.timestamp, len(entry.packet) - entry.header_length
+        return entry[3], len(entry[1]) - entry[2]
 
     def retransmit(self, seq: int, ntp: int) -> int:
         """Answer a NACK for ``seq``: an RTX packet (RFC 4588), or the original packet
         again when RTX was not negotiated. Returns bytes sent (0: no longer in history)."""
-        entry = self._history[seq % HISTORY_SIZE]
-        if entry is None or entry.seq != seq:
+        entry = self._history[seq & HISTORY_MASK]
+        if entry is None or entry[0] != seq:
             return 0
-        packet = self._rtx(entry, ntp) if self.params.rtx_payload_type is not None else entry.packet
+        packet = self._rtx(entry, ntp) if self.params.rtx_payload_type is not None else entry[1]
         self._send([packet])
         self.rtx_packets += 1
         return len(packet)
@@ -153,14 +174,14 @@ class RtpStream:
     def _rtx(self, entry: _Sent, ntp: int) -> bytes:
         p = self.params
         assert p.rtx_payload_type is not None and p.rtx_ssrc is not None
-        marker = entry.packet[1] >> 7
+        seq, packet, header_length, timestamp = entry
+        marker = packet[1] >> 7
         head = rtp.header(
-            marker, p.rtx_payload_type, self.rtx_seq, entry.timestamp, p.rtx_ssrc,
+            marker, p.rtx_payload_type, self.rtx_seq, timestamp, p.rtx_ssrc,
             self._extensions(ntp),
         )  # fmt: skip
         self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-        osn = entry.seq.to_bytes(2, "big")
-        return b"".join((head, osn, entry.packet[entry.header_length :]))
+        return b"".join((head, seq.to_bytes(2, "big"), packet[header_length:]))
 
     def probe(self, budget: int, ntp: int) -> int:
         """About ``budget`` bytes of padding traffic the receiver's estimator counts: RTX
@@ -171,7 +192,7 @@ class RtpStream:
         recent = [
             e
             for e in (
-                self._history[(self.seq - k) % HISTORY_SIZE] for k in range(1, PROBE_WINDOW + 1)
+                self._history[(self.seq - k) & HISTORY_MASK] for k in range(1, PROBE_WINDOW + 1)
             )
             if e is not None
         ]
