@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         help="test | camera[:INDEX] | screen[:INDEX] | file:PATH (default: test pattern)",
     )
     serve.add_argument(
+        "--audio",
+        help="auto | none | tone | file | mic | mic:FORMAT:DEVICE (overrides audio.source; "
+        "auto: a beep for the test pattern, the file's sound, the camera's microphone)",
+    )
+    serve.add_argument(
         "--config", help=f"config file (default: ./{DEFAULT_CONFIG_NAME} if present)"
     )
     serve.add_argument("--host", help="listen address (overrides server.host)")
@@ -162,14 +167,20 @@ def main(argv: list[str] | None = None) -> int:
         rungs = ", ".join(
             f"{r.name} {r.width}x{r.height}@{r.fps} {r.bitrate}k" for r in config.ladder
         )
-        print(f"config ok: {config.video.codec}, ladder: {rungs}")
+        audio = config.audio
+        sound = (
+            "no audio"
+            if audio.source == "none"
+            else (f"audio {audio.source} opus {audio.bitrate}k {audio.channels}ch")
+        )
+        print(f"config ok: {config.video.codec}, {sound}, ladder: {rungs}")
         return 0
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = _load(args.config).with_server(args.host, args.port)
+        config = _load(args.config).with_server(args.host, args.port).with_audio(args.audio)
     except ConfigError as exc:
         sys.stderr.write(f"config error: {exc}\n")
         return EXIT_CONFIG

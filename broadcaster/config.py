@@ -77,6 +77,19 @@ class VideoConfig:
     keyframe_min_interval_ms: int = 500
 
 
+AUDIO_SOURCE_FORMS = "auto | none | tone | file | mic | mic:FORMAT:DEVICE"
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    # auto: a beep on every full second for the test pattern (lined up with its flash),
+    # the file's own audio track for a file, the default microphone for a camera, none
+    # for a screen. mic:FORMAT:DEVICE picks an FFmpeg input, e.g. mic:alsa:hw:1.
+    source: str = "auto"
+    bitrate: int = 64  # kbit/s, Opus
+    channels: int = 1
+
+
 @dataclass(frozen=True)
 class AbrConfig:
     """Tuning of the adaptive-bitrate policy (broadcaster/server/abr.py); seconds unless named."""
@@ -180,6 +193,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     ice: IceConfig = field(default_factory=IceConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
     ladder: tuple[Rung, ...] = DEFAULT_LADDER
     abr: AbrConfig = field(default_factory=AbrConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -200,6 +214,14 @@ class Config:
         )
         _check_server(server)
         return replace(self, server=server)
+
+    def with_audio(self, source: str | None) -> Config:
+        """A copy with the CLI's --audio applied (validated like the file)."""
+        if source is None:
+            return self
+        audio = replace(self.audio, source=source)
+        _check_audio(audio, "--audio")
+        return replace(self, audio=audio)
 
 
 # ---------------------------------------------------------------- loading
@@ -224,12 +246,14 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def parse_config(data: dict[str, Any]) -> Config:
-    _check_keys("", data, ("server", "ice", "video", "ladder", "abr", "limits", "auth"))
+    _check_keys("", data, ("server", "ice", "video", "audio", "ladder", "abr", "limits", "auth"))
     server = _parse_server(data.get("server", {}))
     _check_server(server)
     ice = _parse_ice(data.get("ice", {}))
     video = _section(VideoConfig, "video", data.get("video", {}))
     _check_video(video)
+    audio = _section(AudioConfig, "audio", data.get("audio", {}))
+    _check_audio(audio, "audio.source")
     ladder = _parse_ladder(data["ladder"]) if "ladder" in data else DEFAULT_LADDER
     abr = _section(AbrConfig, "abr", data.get("abr", {}))
     _check_abr(abr)
@@ -237,7 +261,14 @@ def parse_config(data: dict[str, Any]) -> Config:
     _check_limits(limits)
     auth = _parse_auth(data.get("auth", {}))
     return Config(
-        server=server, ice=ice, video=video, ladder=ladder, abr=abr, limits=limits, auth=auth
+        server=server,
+        ice=ice,
+        video=video,
+        audio=audio,
+        ladder=ladder,
+        abr=abr,
+        limits=limits,
+        auth=auth,
     )
 
 
@@ -310,6 +341,18 @@ def _check_video(v: VideoConfig) -> None:
         raise ConfigError(
             f"video.keyframe_min_interval_ms: must be 0-10000, got {v.keyframe_min_interval_ms}"
         )
+
+
+def _check_audio(a: AudioConfig, source_key: str) -> None:
+    kind, _, rest = a.source.partition(":")
+    simple = kind in ("auto", "none", "tone", "file", "mic") and not rest
+    device = kind == "mic" and rest.partition(":")[0] and rest.partition(":")[2]
+    if not (simple or device):
+        raise ConfigError(f"{source_key}: must be {AUDIO_SOURCE_FORMS}, got {a.source!r}")
+    if not 6 <= a.bitrate <= 510:
+        raise ConfigError(f"audio.bitrate: must be 6-510 kbit/s (Opus), got {a.bitrate}")
+    if a.channels not in (1, 2):
+        raise ConfigError(f"audio.channels: must be 1 or 2, got {a.channels}")
 
 
 _FRACTIONS = ("loss_down", "loss_clean", "probe_loss", "probe_remb_drop", "remb_headroom")

@@ -10,7 +10,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+from broadcaster.config import Config
+from broadcaster.server.service import Service
 
 ROOT = Path(__file__).resolve().parents[1]
 CMD = [sys.executable, "-m", "broadcaster.cli"]
@@ -66,3 +71,15 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.split(") ")[1][0] != "Z"
+
+
+@asynccontextmanager
+async def running_service(config: Config, source: str = "test") -> AsyncIterator[Service]:
+    """The service in this process, frames flowing; closed (idempotently) on the way out."""
+    svc = Service(config, source)
+    try:
+        await svc.start()
+        await svc.wait_healthy()
+        yield svc
+    finally:
+        await svc.close()

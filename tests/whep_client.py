@@ -20,7 +20,9 @@ class WhepViewer:
     links: list[str] = field(default_factory=list)
     token: str | None = None  # sent as Authorization: Bearer
     track: MediaStreamTrack | None = None
+    audio_track: MediaStreamTrack | None = None
     _track_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _audio_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def connect(self, session: aiohttp.ClientSession, audio: bool = False) -> None:
         self.pc.addTransceiver("video", direction="recvonly")
@@ -32,6 +34,9 @@ class WhepViewer:
             if track.kind == "video":
                 self.track = track
                 self._track_ready.set()
+            elif track.kind == "audio":
+                self.audio_track = track
+                self._audio_ready.set()
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with session.post(
@@ -61,6 +66,11 @@ class WhepViewer:
         await asyncio.wait_for(self._track_ready.wait(), timeout)
         assert self.track is not None
         return await asyncio.wait_for(self.track.recv(), timeout)
+
+    async def audio_frame(self, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+        await asyncio.wait_for(self._audio_ready.wait(), timeout)
+        assert self.audio_track is not None
+        return await asyncio.wait_for(self.audio_track.recv(), timeout)
 
     async def close(self, session: aiohttp.ClientSession | None = None) -> None:
         if session is not None and self.location:

@@ -50,6 +50,7 @@ const player = {
   layerUrl: null,
   sessionId: null,
   state: "connecting",
+  hasAudio: false, // did the answer bring an audio track
   stream: null, // live | starting | ended, from the server
   ladder: [],
   rung: null, // {rung, target, mode} from the server
@@ -195,10 +196,20 @@ async function connect() {
   player.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
+  // Audio and video in one stream (the server sends them in one sync group, so the
+  // browser lines them up); the element stays muted until the viewer unmutes.
+  const media = new MediaStream();
+  player.hasAudio = false;
   pc.ontrack = (ev) => {
-    if (ev.track.kind !== "video") return;
-    video.srcObject = new MediaStream([ev.track]);
-    video.play().catch(() => {}); // muted, so autoplay is allowed
+    media.addTrack(ev.track);
+    if (ev.track.kind === "audio") {
+      player.hasAudio = true;
+      renderMute();
+    }
+    if (video.srcObject !== media) {
+      video.srcObject = media;
+      video.play().catch(() => {}); // muted, so autoplay is allowed
+    }
   };
   pc.onconnectionstatechange = () => {
     if (pc !== player.pc) return;
@@ -417,10 +428,12 @@ function setStatsOpen(open) {
 
 function renderMute() {
   const muted = video.muted;
-  unmuteBig.hidden = !muted;
+  // A broadcast without sound offers nothing to unmute.
+  unmuteBig.hidden = !muted || !player.hasAudio;
+  muteBtn.disabled = !player.hasAudio;
   muteBtn.querySelector("use").setAttribute("href", muted ? "#i-muted" : "#i-sound");
   muteBtn.setAttribute("aria-label", muted ? "unmute" : "mute");
-  muteBtn.title = muted ? "unmute (m)" : "mute (m)";
+  muteBtn.title = !player.hasAudio ? "this stream has no sound" : muted ? "unmute (m)" : "mute (m)";
 }
 
 function toggleMute(force) {

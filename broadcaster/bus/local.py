@@ -34,11 +34,15 @@ class CaptureLink:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._closed = False
+        # Video frames and audio packets come from different threads.
+        self._send_lock = threading.Lock()
 
     def publish(self, msg: CaptureMessage) -> bool:
-        """Send one message; False once the server has gone away."""
+        """Send one message; False once the server has gone away. Thread-safe."""
+        data = encode_capture_message(msg)
         try:
-            self._conn.send_bytes(encode_capture_message(msg))
+            with self._send_lock:
+                self._conn.send_bytes(data)
             return True
         except (BrokenPipeError, ConnectionResetError, OSError):
             return False

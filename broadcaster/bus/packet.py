@@ -1,8 +1,9 @@
 """What travels from the capture process to the server: encoded frames and a few controls.
 
-Capture -> server: FrameSet, CaptureStats, CaptureError (fatal), SourceStatus (the source
-went away / came back; the stream goes on with a slate meanwhile), RungFailed (one rung's
-encoder broke; the others go on). Server -> capture: KeyframeRequest, Stop.
+Capture -> server: FrameSet, AudioFrame (one Opus packet), CaptureStats, CaptureError
+(fatal), SourceStatus (the source went away / came back; the stream goes on with a slate
+meanwhile), RungFailed (one rung's encoder broke; the others go on). Server -> capture:
+KeyframeRequest, Stop.
 
 The wire format is explicit (struct-packed headers + raw bitstream) rather than pickle, so
 that a network bus can carry the same bytes later and a non-Python peer could speak it.
@@ -20,12 +21,15 @@ from typing import Any, Literal
 # moved between rungs at a keyframe without a timestamp jump.
 CLOCK_RATE = 90_000
 TIME_BASE = Fraction(1, CLOCK_RATE)
+# Audio pts count 48 kHz samples on the same clock: sample 0 is the instant of video pts 0.
+AUDIO_CLOCK_RATE = 48_000
 
 _FRAMESET = 1
 _STATS = 2
 _ERROR = 3
 _SOURCE_STATUS = 4
 _RUNG_FAILED = 5
+_AUDIO = 6
 _KEYFRAME_REQUEST = 16
 _STOP = 17
 
@@ -34,6 +38,7 @@ _FRAME_HEAD = struct.Struct("!BBI")  # rung index, flags, length
 _KF_REQ = struct.Struct("!BB")  # type, rung index
 _SOURCE_HEAD = struct.Struct("!BBdH")  # type, state, retry_in seconds, message length
 _RUNG_FAILED_HEAD = struct.Struct("!BBH")  # type, rung index, message length
+_AUDIO_HEAD = struct.Struct("!Bq")  # type, pts (48 kHz samples)
 _FLAG_KEY = 1
 # Human-readable texts are cut to this many UTF-8 bytes: one line, not a log file.
 MAX_TEXT_BYTES = 1000
@@ -69,6 +74,14 @@ class FrameSet:
             if frame.rung == rung:
                 return frame
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFrame:
+    """One Opus packet (20 ms), encoded once for every viewer."""
+
+    pts: int  # AUDIO_CLOCK_RATE units since the capture clock's origin
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +130,7 @@ class Stop:
     pass
 
 
-CaptureMessage = FrameSet | CaptureStats | CaptureError | SourceStatus | RungFailed
+CaptureMessage = FrameSet | AudioFrame | CaptureStats | CaptureError | SourceStatus | RungFailed
 ServerMessage = KeyframeRequest | Stop
 
 
@@ -148,6 +161,8 @@ def _untext(buf: bytes, offset: int, length: int) -> str:
 def encode_capture_message(msg: CaptureMessage) -> bytes:
     if isinstance(msg, FrameSet):
         return encode_frameset(msg)
+    if isinstance(msg, AudioFrame):
+        return _AUDIO_HEAD.pack(_AUDIO, msg.pts) + msg.data
     if isinstance(msg, CaptureStats):
         return _encode_json(_STATS, {"fps": msg.fps, "kbps": msg.kbps, "encode_ms": msg.encode_ms})
     if isinstance(msg, SourceStatus):
@@ -165,6 +180,9 @@ def decode_capture_message(buf: bytes) -> CaptureMessage:
         kind = buf[0]
         if kind == _FRAMESET:
             return _decode_frameset(buf)
+        if kind == _AUDIO:
+            _, pts = _AUDIO_HEAD.unpack_from(buf, 0)
+            return AudioFrame(pts, bytes(buf[_AUDIO_HEAD.size :]))
         if kind == _SOURCE_STATUS:
             _, state, retry_in, length = _SOURCE_HEAD.unpack_from(buf, 0)
             message = _untext(buf, _SOURCE_HEAD.size, length)

@@ -20,11 +20,13 @@ import logging
 import multiprocessing
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..bus.local import CaptureLink, ServerLink
 from ..bus.packet import (
+    CLOCK_RATE,
     CaptureError,
     CaptureStats,
     EncodedFrame,
@@ -38,9 +40,12 @@ from ..encode.clock import PtsClock
 from ..encode.encoder import RungEncoder
 from ..encode.keyframes import KeyframeScheduler
 from ..encode.ladder import LadderScaler
+from .audio import AudioPipeline, AudioPump, OpusEncoder, ToneSource, open_device, resolve_kind
 from .faults import EncoderFaultHook, encoder_fault_from_env
+from .pcm import PcmSource
 from .reconnect import ReconnectingSource
 from .sources import SourceError, open_source
+from .syncmarks import SyncMarks, draw_flash
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +102,14 @@ class CaptureLoop:
         self.stride = [top.fps // r.fps for r in self.ladder]
         # Opening fails fast (SourceError): a source that never worked is a setup mistake.
         # Once it has worked, losing it only puts the slate up while it is reopened.
+        self.audio_kind = resolve_kind(config.audio, source_spec)
         reopen = functools.partial(
-            open_source, source_spec, width=top.width, height=top.height, fps=top.fps
+            open_source,
+            source_spec,
+            width=top.width,
+            height=top.height,
+            fps=top.fps,
+            audio_channels=config.audio.channels if self.audio_kind == "file" else None,
         )
         self.source = ReconnectingSource(reopen(), reopen, (top.width, top.height), link.publish)
         # Rungs whose encoder still works; a failed one is never encoded again.
@@ -111,10 +122,51 @@ class CaptureLoop:
             KeyframeScheduler(config.video.keyframe_interval, gap) for _ in self.ladder
         ]
         self.pool = ThreadPoolExecutor(len(self.ladder), thread_name_prefix="encode")
+        # A flash and a beep once a second on the capture clock (drawn on the test pattern).
+        self.marks = SyncMarks(round(CLOCK_RATE / top.fps))
+        # The test pattern is synthetic: its frames are "taken" on schedule, exactly one
+        # period apart, which lets its tone know in advance where each flash starts.
+        self.show_marks = self.synthetic = source_spec.strip().lower() == "test"
+        self.origin = time.monotonic()
+        self.audio = self._open_audio(config, source_spec)
+
+    def _open_audio(self, config: Config, source_spec: str) -> AudioPipeline | None:
+        kind = self.audio_kind
+        pcm: Callable[[], PcmSource | None]
+        if kind == "none":
+            return None
+        if kind == "tone":
+            tone = ToneSource(self.marks, self.origin, config.audio.channels)
+            self._audio_device: PcmSource | None = tone
+            pcm = lambda: tone  # noqa: E731
+        elif kind == "file":
+            if not source_spec.strip().lower().startswith("file:"):
+                raise SourceError("audio source 'file' needs a file: video source")
+            pcm = lambda: self.source.audio  # noqa: E731
+        else:
+            try:
+                device = open_device(config.audio)
+            except SourceError as exc:
+                if config.audio.source != "auto":
+                    raise
+                logger.warning("no microphone (%s); going live without sound", exc)
+                return None
+            self._audio_device = device
+            pcm = lambda: device  # noqa: E731
+        encoder = OpusEncoder(config.audio.channels, config.audio.bitrate)
+        pipeline = AudioPipeline(pcm, encoder, self.link.publish, self.origin)
+        self._audio_pump = AudioPump(pipeline, self.origin)
+        return pipeline
 
     def close(self) -> None:
+        pump = getattr(self, "_audio_pump", None)
+        if pump is not None:
+            pump.close()
         self.pool.shutdown(wait=True)
         self.source.close()
+        device = getattr(self, "_audio_device", None)
+        if device is not None:
+            device.close()
         for e in self.encoders:
             e.close()
 
@@ -145,11 +197,17 @@ class CaptureLoop:
         if not any(self.live):
             raise LadderFailed(f"every rung's encoder failed (last: {message})")
 
-    def step(self, index: int, clock: PtsClock, stats: _Stats) -> bool:
+    def step(self, index: int, clock: PtsClock, stats: _Stats, due: float | None = None) -> bool:
+        """One frame; ``due``: when it was scheduled (monotonic), the synthetic pattern's
+        capture instant."""
         image = self.source.read(time.monotonic())
         now = time.monotonic()
-        pts = clock.pts(now)
-        wall = time.time()
+        taken = due if self.synthetic and due is not None else now
+        pts = clock.pts(taken)
+        wall = time.time() - (now - taken)
+        flash = self.marks.on_frame(pts)
+        if self.show_marks:
+            draw_flash(image, flash)
         active = [
             i for i in range(len(self.ladder)) if self.live[i] and index % self.stride[i] == 0
         ]
@@ -175,12 +233,15 @@ class CaptureLoop:
         return self.link.publish(FrameSet(pts, wall, tuple(encoded)))
 
     def run(self) -> None:
-        clock = PtsClock(time.monotonic())
+        clock = PtsClock(self.origin)
+        pump = getattr(self, "_audio_pump", None)
+        if pump is not None:
+            pump.start()
         stats = _Stats(started=time.monotonic(), rungs=[_RungCounters() for _ in self.ladder])
         deadline = time.monotonic()
         index = 0
         while self._handle_control():
-            if not self.step(index, clock, stats):
+            if not self.step(index, clock, stats, deadline):
                 return  # server went away
             index += 1
             now = time.monotonic()

@@ -18,6 +18,7 @@ import av
 
 from ..bus.packet import SourceStatus
 from .backoff import Backoff
+from .pcm import PcmSource
 from .slate import render_slate, slate_background
 from .sources import Frame, Source, SourceError
 
@@ -58,6 +59,11 @@ class ReconnectingSource:
     @property
     def live(self) -> bool:
         return self._source is not None
+
+    @property
+    def audio(self) -> PcmSource | None:
+        """The live source's own audio (a file's track), if it has one."""
+        return getattr(self._source, "audio", None)
 
     def read(self, now: float) -> Frame:
         """The next picture, or the slate while the source is away. Never raises a

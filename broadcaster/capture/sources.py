@@ -37,12 +37,15 @@ class Source(Protocol):
         ...
 
 
-def open_source(spec: str, *, width: int, height: int, fps: float) -> Source:
+def open_source(
+    spec: str, *, width: int, height: int, fps: float, audio_channels: int | None = None
+) -> Source:
     """Open the source described by ``spec``.
 
     ``width``/``height``/``fps`` describe the top ladder rung: the test pattern renders at
     exactly that size, a camera is asked for it as a hint, other sources keep their
-    native size.
+    native size. ``audio_channels``: a file source also decodes its audio track, as
+    ``source.audio`` (1 or 2 channels; None: no audio).
     """
     kind, sep, arg = spec.strip().partition(":")
     kind = kind.lower()
@@ -70,8 +73,18 @@ def open_source(spec: str, *, width: int, height: int, fps: float) -> Source:
             raise SourceError(f"source {spec!r}: file: needs a path (file:PATH)")
         from broadcaster.capture.filesource import FileSource
 
-        return FileSource(arg)
+        return FileSource(arg, audio_channels=audio_channels)
     raise SourceError(f"unknown source {spec!r}; valid forms: {SPEC_FORMS}")
+
+
+def one_line(exc: BaseException) -> str:
+    """An FFmpeg/OS error as one short line (its strerror when it has one: FFmpegError's
+    str() also carries the errno and path, which the caller already shows)."""
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return strerror
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _parse_index(spec: str, arg: str, *, default: int) -> int:

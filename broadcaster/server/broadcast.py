@@ -15,7 +15,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from ..bus.packet import (
+    AUDIO_CLOCK_RATE,
     CLOCK_RATE,
+    AudioFrame,
     CaptureError,
     CaptureMessage,
     CaptureStats,
@@ -38,13 +40,17 @@ logger = logging.getLogger(__name__)
 STALE_AFTER = 2.0
 
 
-def packetize(codec: str, frame: EncodedFrame) -> SharedFrame:
+def packetize(codec: str, frame: EncodedFrame, wall: float) -> SharedFrame:
     """A rung's frame as RTP payloads, once for every viewer of the rung."""
     if codec == "vp8":
         bodies = rtp.packetize_vp8(frame.data)
     else:
         bodies = tuple(rtc_internals.h264_payloads(frame.data))
-    return SharedFrame(frame.rung, frame.pts, frame.keyframe, bodies, len(frame.data))
+    return SharedFrame(frame.rung, frame.pts, frame.keyframe, bodies, len(frame.data), wall)
+
+
+# The rung field of an audio SharedFrame (audio is not on the ladder).
+AUDIO = -1
 
 
 class Broadcast:
@@ -53,9 +59,15 @@ class Broadcast:
         ladder: tuple[Rung, ...],
         send_keyframe: Callable[[int], None],
         codec: str = "vp8",
+        audio: bool = False,
     ) -> None:
         self.ladder = ladder
         self.codec = codec
+        # Does the capture produce sound? Offers that ask for audio get a track if so.
+        self.audio = audio
+        self._listeners: dict[ViewerOutput, None] = {}  # audio outputs, in join order
+        self.audio_frames = 0
+        self.audio_packets_out = 0
         self._send_keyframe = send_keyframe
         # Viewers in join order (the order their packets leave in each instant).
         self._viewers: dict[SwitcherTrack, ViewerOutput | None] = {}
@@ -95,6 +107,13 @@ class Broadcast:
     def unsubscribe(self, switcher: SwitcherTrack) -> None:
         self._viewers.pop(switcher, None)
 
+    def listen(self, output: ViewerOutput) -> None:
+        """Send every audio packet through ``output`` (once it is ready)."""
+        self._listeners[output] = None
+
+    def unlisten(self, output: ViewerOutput) -> None:
+        self._listeners.pop(output, None)
+
     async def close(self) -> None:
         await self.pacer.close()
 
@@ -124,6 +143,8 @@ class Broadcast:
     def on_message(self, msg: CaptureMessage) -> None:
         if isinstance(msg, FrameSet):
             self._fan_out(msg)
+        elif isinstance(msg, AudioFrame):
+            self._fan_out_audio(msg)
         elif isinstance(msg, CaptureStats):
             self.stats = msg
         elif isinstance(msg, SourceStatus):
@@ -184,9 +205,19 @@ class Broadcast:
                 continue
             frame = shared.get(sent.rung)
             if frame is None:
-                frame = shared[sent.rung] = packetize(self.codec, sent)
+                frame = shared[sent.rung] = packetize(self.codec, sent, fs.capture_time)
             self.packets_out += len(frame.bodies)
             jobs.append((output, frame))
+        self.pacer.submit(jobs)
+
+    def _fan_out_audio(self, msg: AudioFrame) -> None:
+        self.audio_frames += 1
+        if self.clock_epoch is None:
+            return  # no video yet: nothing to line the audio up with
+        wall = self.clock_epoch + msg.pts / AUDIO_CLOCK_RATE
+        frame = SharedFrame(AUDIO, msg.pts, True, (msg.data,), len(msg.data), wall)
+        jobs: list[Job] = [(output, frame) for output in self._listeners if output.ready]
+        self.audio_packets_out += len(jobs)
         self.pacer.submit(jobs)
 
     # -------------------------------------------------------------- state

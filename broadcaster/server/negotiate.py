@@ -16,6 +16,7 @@ from aiortc.sdp import candidate_from_sdp
 from ..config import Config, IceServer
 from . import rtc_internals
 from .abr_controller import ViewerAbr
+from .audio import AudioTrack, audio_output, offers_audio, opus_preferences
 from .broadcast import Broadcast
 from .feedback import FeedbackCollector
 from .ice import announce, rtc_configuration
@@ -85,8 +86,24 @@ def attach_abr(session: ViewerSession, sender: RTCRtpSender, config: Config) -> 
     session.abr = ViewerAbr(session.switcher, session.output, feedback, ladder_bps, config.abr, now)
 
 
+def add_audio(session: ViewerSession, config: Config) -> RTCRtpSender:
+    """An audio sender on the fast path; its transceiver must exist before the offer is
+    applied, or aiortc would make a receive-only one for the offer's audio m-line."""
+    track = AudioTrack()
+    sender = session.pc.addTrack(track)
+    transceiver = next(t for t in session.pc.getTransceivers() if t.sender is sender)
+    transceiver.setCodecPreferences(opus_preferences())
+    session.audio_track = track
+    session.audio_output = audio_output(sender, config.server.gso)
+    session.broadcast.listen(session.audio_output)
+    return sender
+
+
 async def negotiate(session: ViewerSession, offer_sdp: str, config: Config) -> str:
     pc = session.pc
+    audio_sender = (
+        add_audio(session, config) if session.broadcast.audio and offers_audio(offer_sdp) else None
+    )
     sender = pc.addTrack(session.switcher)
     rtc_internals.hook_keyframe_requests(sender, session.switcher.on_keyframe_request)
     attach_output(session, sender, config)
@@ -101,8 +118,13 @@ async def negotiate(session: ViewerSession, offer_sdp: str, config: Config) -> s
     # be decoded and queued on the server for a track nobody reads, without bound.
     video.direction = "sendonly"
     for t in pc.getTransceivers():
-        if t is not video:
-            # Audio (and anything else) is answered inactive until we can serve it.
+        if t is video:
+            continue
+        if audio_sender is not None and t.sender is audio_sender and t.mid is not None:
+            t.direction = "sendonly"
+        else:
+            # A second audio or video m-line (or audio from a silent broadcast) gets
+            # nothing: inactive.
             t.direction = "inactive"
     answer = await pc.createAnswer()
     await pc.setLocalDescription(answer)

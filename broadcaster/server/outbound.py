@@ -9,17 +9,25 @@ header extension ids and MID are known.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiortc import RTCRtpSender
 from aiortc.clock import current_ntp_time
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 
 from . import rtc_internals
 from .rtp_stream import RtpStream, SharedFrame, StreamParams
 
 logger = logging.getLogger(__name__)
+
+VIDEO_CLOCK_RATE = 90_000
+# NTP time (RFC 5905: seconds since 1900, 32.32 fixed point) to Unix seconds.
+NTP_SECOND = 1 / (1 << 32)
+NTP_UNIX_OFFSET = 2_208_988_800
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -57,6 +65,24 @@ def stream_params(
     )
 
 
+class ParkedTrack(MediaStreamTrack):
+    """The track aiortc's sender is given on the fast path: it never yields a frame, so
+    aiortc's own send loop waits in ``recv`` until the track stops (the media goes out
+    through ViewerOutput instead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stopped = asyncio.Event()
+
+    async def recv(self) -> Any:
+        await self._stopped.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        self._stopped.set()
+
+
 class ViewerOutput:
     def __init__(
         self,
@@ -66,6 +92,7 @@ class ViewerOutput:
         on_ready: Callable[[RtpStream], None],
         on_dropped: Callable[[int], None],
         gso: bool = True,
+        clock_rate: int = VIDEO_CLOCK_RATE,
     ) -> None:
         self._sender = sender
         self._codec = codec
@@ -73,6 +100,7 @@ class ViewerOutput:
         self._on_ready = on_ready
         self._on_dropped = on_dropped
         self._gso = gso
+        self._clock_rate = clock_rate
         self.stream: RtpStream | None = None
         self._transport: rtc_internals.DirectTransport | None = None
         self.closed = False
@@ -108,9 +136,14 @@ class ViewerOutput:
             self.send_errors += 1
             return 0
         assert stream.last_timestamp is not None
-        rtc_internals.record_sent(
-            self._sender, ntp, stream.last_timestamp, stream.packets, stream.octets
+        # The report pairs the send time with the RTP time of that same instant (not of
+        # the frame's capture): audio and video then map to one timeline whatever their
+        # pipeline delays, and the browser lines them up.
+        ahead = round((ntp * NTP_SECOND - NTP_UNIX_OFFSET - frame.wall) * self._clock_rate)
+        timestamp = (
+            (stream.last_timestamp + ahead) & 0xFFFFFFFF if frame.wall else stream.last_timestamp
         )
+        rtc_internals.record_sent(self._sender, ntp, timestamp, stream.packets, stream.octets)
         return sent
 
     def dropped(self, frames: int) -> None:

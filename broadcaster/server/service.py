@@ -9,6 +9,7 @@ import os
 
 from aiohttp import web
 
+from ..capture.audio import resolve_kind
 from ..capture.process import CaptureProcess
 from ..config import Config
 from .app import create_app
@@ -21,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 class Service:
     def __init__(self, config: Config, source: str = "test") -> None:
+        # "auto" audio is settled here, so workers and WHEP agree with the capture. A
+        # camera's microphone stays "auto": the capture goes on without it if it is absent.
+        kind = resolve_kind(config.audio, source)
+        if config.audio.source == "auto" and kind != "mic":
+            config = config.with_audio(kind)
         self.config = config
         self.source = source
         self.capture: CaptureProcess | None = None
@@ -48,7 +54,10 @@ class Service:
         loop = asyncio.get_running_loop()
         self.capture = CaptureProcess(self.config, self.source)
         self.broadcast = Broadcast(
-            self.config.ladder, self.capture.link.request_keyframe, self.config.video.codec
+            self.config.ladder,
+            self.capture.link.request_keyframe,
+            self.config.video.codec,
+            audio=self.config.audio.source != "none",
         )
         self.broadcast.on_error = lambda _msg: self.failed.set()
         workers = self.config.server.worker_count(os.cpu_count())

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamTrack
 
 from . import rtc_internals
 from .abr_controller import ViewerAbr
@@ -55,6 +56,8 @@ class ViewerSession:
         self.mode: Mode = "auto"
         self.abr: ViewerAbr | None = None  # set once the sender exists
         self.output: ViewerOutput | None = None  # its video on the fast path
+        self.audio_output: ViewerOutput | None = None  # its audio, when it asked for it
+        self.audio_track: MediaStreamTrack | None = None
         self.public_id = hashlib.sha256(self.id.encode()).hexdigest()[:12]
         # RTP timestamp = (pts + rtp_origin) mod 2^32 for this viewer's video; its RTP
         # stream picks the origin at random when the connection is up.
@@ -160,6 +163,11 @@ class ViewerSession:
             self.abr.close()
         if self.output is not None:
             self.output.close()
+        if self.audio_output is not None:
+            self.broadcast.unlisten(self.audio_output)
+            self.audio_output.close()
+        if self.audio_track is not None:
+            self.audio_track.stop()
         self.switcher.stop()
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()

@@ -12,17 +12,14 @@ fast path sends instead.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..bus.packet import EncodedFrame
 from .live_rungs import nearest_live
+from .outbound import ParkedTrack
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +35,7 @@ class Switch:
     reason: str
 
 
-class SwitcherTrack(MediaStreamTrack):
+class SwitcherTrack(ParkedTrack):
     kind = "video"
 
     def __init__(
@@ -58,7 +55,6 @@ class SwitcherTrack(MediaStreamTrack):
         self.bytes_out = 0
         self.dropped = 0
         self._drain = False
-        self._stopped = asyncio.Event()
         # Which rungs still produce frames (the broadcast's list, shared and kept up to
         # date); None until bound: every rung.
         self.live: Sequence[bool] | None = None
@@ -149,12 +145,3 @@ class SwitcherTrack(MediaStreamTrack):
         self.current = None
         self._reason = "restart"
         self._request_keyframe(self.target)
-
-    async def recv(self) -> Any:
-        # aiortc's send loop waits here for good: the fast path sends this viewer's video.
-        await self._stopped.wait()
-        raise MediaStreamError
-
-    def stop(self) -> None:
-        super().stop()
-        self._stopped.set()

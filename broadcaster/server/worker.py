@@ -59,7 +59,12 @@ class Worker:
         rtc_internals.use_host_addresses(host_addresses(config))
         rtc_internals.use_port_range(config.ice.port_min, config.ice.port_max)
         link = ServerLink(self.data)
-        self.broadcast = Broadcast(config.ladder, link.request_keyframe, config.video.codec)
+        self.broadcast = Broadcast(
+            config.ladder,
+            link.request_keyframe,
+            config.video.codec,
+            audio=config.audio.source != "none",
+        )
         self.viewers = LocalViewers(config, self.broadcast)
         link.start(loop, self.broadcast.on_message, self.done.set)
         self.lag = LoopLag()

@@ -12,9 +12,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiortc import RTCPeerConnection
+from serve_process import running_service
 from whep_client import WhepViewer
 
-from broadcaster.config import AuthConfig, LimitsConfig, load_config
+from broadcaster.config import AuthConfig, Config, LimitsConfig, load_config
 from broadcaster.server.auth import sign_view_token
 from broadcaster.server.service import Service
 
@@ -26,27 +27,19 @@ SECRET = "link-secret-for-tests-0123456789abcdef"
 SDP = {"Content-Type": "application/sdp"}
 
 
-def _service(auth: AuthConfig, limits: LimitsConfig) -> Service:
+def _config(auth: AuthConfig, limits: LimitsConfig) -> Config:
     base = load_config(None).with_server(port=0)
-    return Service(replace(base, auth=auth, limits=limits), "test")
+    return replace(base, auth=auth, limits=limits)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def locked() -> AsyncIterator[Service]:
-    svc = _service(
+    config = _config(
         AuthConfig(view_tokens=(VIEW,), control_tokens=(CONTROL,), link_secret=SECRET),
         LimitsConfig(max_viewers=2, offers_per_minute=1000, retry_after=7),
     )
-    await svc.start()
-    await svc.wait_healthy()
-    yield svc
-    await svc.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+    async with running_service(config) as svc:
+        yield svc
 
 
 def peer_connections() -> int:
@@ -158,10 +151,7 @@ async def test_websocket_needs_a_view_token(locked: Service, http: aiohttp.Clien
 
 
 async def test_offers_per_ip_are_rate_limited(http: aiohttp.ClientSession) -> None:
-    svc = _service(AuthConfig(), LimitsConfig(offers_per_minute=3))
-    await svc.start()
-    try:
-        await svc.wait_healthy()
+    async with running_service(_config(AuthConfig(), LimitsConfig(offers_per_minute=3))) as svc:
         statuses = []
         for _ in range(5):
             # Garbage offers count too: the limit is on attempts, before any parsing.
@@ -173,5 +163,3 @@ async def test_offers_per_ip_are_rate_limited(http: aiohttp.ClientSession) -> No
         assert statuses == [400, 400, 400, 429, 429]
         async with http.get(svc.url + "healthz") as resp:
             assert resp.status == 200  # only offers are limited
-    finally:
-        await svc.close()

@@ -51,10 +51,13 @@ async def test_viewers_spread_over_workers_and_everything_routes(service: Servic
     async with aiohttp.ClientSession() as http:
         viewers = [WhepViewer(service.url) for _ in range(4)]
         for v in viewers:
-            await v.connect(http)
+            await v.connect(http, audio=True)
         for v in viewers:
             frame = await v.frame(timeout=20)
             assert (frame.width, frame.height) == (1280, 720)
+            # Sound too, from whichever worker holds the viewer.
+            sound = await v.audio_frame(timeout=20)
+            assert sound.sample_rate == 48_000 and sound.samples == 960
         p = pool(service)
         workers = [p.get(v.location.rsplit("/", 1)[1]).worker for v in viewers]  # type: ignore[union-attr]
         assert sorted(workers) == [0, 0, 1, 1]  # least loaded first

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from serve_process import running_service
 from whep_client import WhepViewer
 
 from broadcaster.config import load_config
@@ -25,17 +26,8 @@ Msg = dict[str, Any]
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def service() -> AsyncIterator[Service]:
-    svc = Service(load_config(None).with_server(port=0), "test")
-    await svc.start()
-    await svc.wait_healthy()
-    yield svc
-    await svc.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+    async with running_service(load_config(None).with_server(port=0)) as svc:
+        yield svc
 
 
 async def connect(http: aiohttp.ClientSession, service: Service) -> aiohttp.ClientWebSocketResponse:

@@ -9,6 +9,7 @@ import pytest
 from broadcaster.bus.local import CaptureLink
 from broadcaster.bus.packet import (
     MAX_TEXT_BYTES,
+    AudioFrame,
     BusError,
     CaptureError,
     CaptureStats,
@@ -91,7 +92,14 @@ def test_server_messages_round_trip() -> None:
     assert decode_server_message(encode_server_message(Stop())) == Stop()
 
 
-@pytest.mark.parametrize("junk", [b"", b"\x01", b"\x01" + b"\x00" * 10, b"\x09zzz", b"\x02{bad"])
+def test_audio_frame_round_trip() -> None:
+    msg = AudioFrame(pts=48_000 * 3600 * 30, data=b"\xfc\x01opus")
+    assert decode_capture_message(encode_capture_message(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    "junk", [b"", b"\x01", b"\x01" + b"\x00" * 10, b"\x09zzz", b"\x02{bad", b"\x06\x00"]
+)
 def test_junk_capture_messages_raise_bus_error(junk: bytes) -> None:
     with pytest.raises(BusError):
         decode_capture_message(junk)

@@ -65,6 +65,11 @@ def test_full_valid_config() -> None:
 
 BAD_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("unknown top key", {"sever": {}}, "sever: unknown key"),
+    ("audio source", {"audio": {"source": "speaker"}}, "audio.source: must be auto | none"),
+    ("mic without device", {"audio": {"source": "mic:alsa"}}, "audio.source: must be"),
+    ("audio bitrate", {"audio": {"bitrate": 600}}, "audio.bitrate: must be 6-510"),
+    ("audio channels", {"audio": {"channels": 6}}, "audio.channels: must be 1 or 2"),
+    ("audio unknown key", {"audio": {"volume": 3}}, "audio.volume: unknown key"),
     ("unknown server key", {"server": {"prot": 1}}, "server.prot: unknown key"),
     ("bad port type", {"server": {"port": "80"}}, "server.port: must be int"),
     ("bool is not int", {"server": {"port": True}}, "server.port: must be int"),

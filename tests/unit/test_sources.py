@@ -126,9 +126,18 @@ def _write_clip(path: Path) -> None:
 def test_file_source_loops_forever(tmp_path: Path) -> None:
     clip = tmp_path / "clip.mp4"
     _write_clip(clip)
-    source = open_source(f"file:{clip}", **RUNG)  # type: ignore[arg-type]
+    opened = open_source(f"file:{clip}", **RUNG)  # type: ignore[arg-type]
+    assert isinstance(opened, FileSource)
+    opened.close()
+    # The source plays at the file's speed: a clock that moves one frame period (1/15 s)
+    # per read gets the next frame each time.
+    now = [0.0]
+    source = FileSource(clip, clock=lambda: now[0])
     try:
-        frames = [source.read() for _ in range(2 * CLIP_FRAMES + 10)]
+        frames = []
+        for n in range(2 * CLIP_FRAMES + 10):
+            now[0] = n / 15
+            frames.append(source.read())
     finally:
         source.close()
     for frame in frames:
