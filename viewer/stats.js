@@ -17,22 +17,29 @@ export class StatsMonitor {
     this.current = {
       width: 0, height: 0, fps: 0, kbps: 0, rttMs: null, lossPct: 0,
       freezes: 0, framesDecoded: 0, framesDropped: 0, jitterMs: null, packetsLost: 0,
+      audioKbps: null, audioLevel: null, // null: no audio track
     };
+    this.prevAudio = null;
   }
 
   reset() {
     // A new peer connection starts its counters at zero.
     this.prev = null;
+    this.prevAudio = null;
+    this.current.audioKbps = null;
+    this.current.audioLevel = null;
   }
 
   async poll(pc) {
     if (!pc) return this.current;
     let inbound = null;
+    let audio = null;
     let pair = null;
     let transportPair = null;
     const reports = await pc.getStats();
     for (const r of reports.values()) {
       if (r.type === "inbound-rtp" && r.kind === "video") inbound = r;
+      else if (r.type === "inbound-rtp" && r.kind === "audio") audio = r;
       else if (r.type === "transport" && r.selectedCandidatePairId) transportPair = r.selectedCandidatePairId;
       else if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") pair = r;
     }
@@ -57,6 +64,15 @@ export class StatsMonitor {
       c.framesDropped = inbound.framesDropped || 0;
       c.packetsLost = inbound.packetsLost || 0;
       c.jitterMs = inbound.jitter !== undefined ? inbound.jitter * 1000 : null;
+    }
+    if (audio) {
+      const p = this.prevAudio;
+      if (p && audio.timestamp > p.timestamp) {
+        const dt = (audio.timestamp - p.timestamp) / 1000;
+        c.audioKbps = Math.max(0, ((audio.bytesReceived - p.bytesReceived) * 8) / 1000 / dt);
+      }
+      this.prevAudio = audio;
+      c.audioLevel = typeof audio.audioLevel === "number" ? audio.audioLevel : null;
     }
     if (pair && typeof pair.currentRoundTripTime === "number") {
       c.rttMs = pair.currentRoundTripTime * 1000;
@@ -87,6 +103,13 @@ export class StatsMonitor {
       c.rttMs === null ? "–" : c.rttMs < 1 ? "< 1 ms" : `${Math.round(c.rttMs)} ms`;
     $("stat-loss").textContent = `${c.lossPct.toFixed(2)} %`;
     $("stat-freezes").textContent = String(c.freezes);
+    // Level in dBFS: what is playing now (the element may be muted; the stream is not).
+    let audioText = "none";
+    if (c.audioKbps !== null) {
+      const db = c.audioLevel > 0 ? `${Math.round(20 * Math.log10(c.audioLevel))} dBFS` : "silent";
+      audioText = `opus · ${fmtBitrate(c.audioKbps)} · ${db}`;
+    }
+    $("stat-audio").textContent = audioText;
   }
 
   // Bitrate as a filled area, the rung as a step line on its own scale (best rung on top).

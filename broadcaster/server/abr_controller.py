@@ -74,6 +74,10 @@ class ViewerAbr:
         self._live = LiveLadder(tuple(range(len(ladder_bps))))
         self._closed = False
         feedback.on_loss = self._on_loss
+        # Sound shares the viewer's link: its bytes count as sent, and its rate is added
+        # to every rung's need (set by the session when the viewer listens).
+        self.audio_bps = 0.0
+        self.audio_bytes: Callable[[], int] = lambda: 0
 
     def _on_loss(self) -> None:
         # Probe traffic that overflows the bottleneck costs the viewer frames; stop it at
@@ -98,7 +102,10 @@ class ViewerAbr:
 
     def tick(self, now: float) -> None:
         snap = self.feedback.snapshot(
-            now, self.switcher.bytes_out, self.prober.bytes_sent, self.rtx_bytes
+            now,
+            self.switcher.bytes_out + self.audio_bytes(),
+            self.prober.bytes_sent,
+            self.rtx_bytes,
         )
         self.history.append(snap)
         if not self.auto or self.switcher.current is None:
@@ -108,7 +115,7 @@ class ViewerAbr:
             return
         decision, self.state = decide(
             self.history,
-            live.bitrates(self.ladder_bps),
+            [bps + round(self.audio_bps) for bps in live.bitrates(self.ladder_bps)],
             live.position(self.switcher.target),
             self.state,
             now,

@@ -68,6 +68,7 @@ class Broadcast:
         self._listeners: dict[ViewerOutput, None] = {}  # audio outputs, in join order
         self.audio_frames = 0
         self.audio_packets_out = 0
+        self.last_audio_at: float | None = None  # monotonic
         self._send_keyframe = send_keyframe
         # Viewers in join order (the order their packets leave in each instant).
         self._viewers: dict[SwitcherTrack, ViewerOutput | None] = {}
@@ -212,6 +213,7 @@ class Broadcast:
 
     def _fan_out_audio(self, msg: AudioFrame) -> None:
         self.audio_frames += 1
+        self.last_audio_at = time.monotonic()
         if self.clock_epoch is None:
             return  # no video yet: nothing to line the audio up with
         wall = self.clock_epoch + msg.pts / AUDIO_CLOCK_RATE
@@ -238,7 +240,17 @@ class Broadcast:
         }
         if self.source_state == "lost":
             out["source_error"] = self.source_message
+        out["audio"] = self.audio_state
         return out
+
+    @property
+    def audio_state(self) -> str:
+        """off (no sound configured), live, or silent (configured, nothing coming: e.g.
+        a camera's microphone that is not there)."""
+        if not self.audio:
+            return "off"
+        recent = self.last_audio_at is not None and time.monotonic() - self.last_audio_at < 1.0
+        return "live" if recent else "silent"
 
     def viewers_per_rung(self) -> list[int]:
         counts = [0] * len(self.ladder)

@@ -172,6 +172,18 @@ def render(
             [f"broadcaster_source_live {int(broadcast.source_state == 'live')}"],
         ),
         *_family(
+            "broadcaster_audio_frames_total",
+            "counter",
+            "Opus frames (20 ms) received from the capture, each encoded once.",
+            [f"broadcaster_audio_frames_total {broadcast.audio_frames}"],
+        ),
+        *_family(
+            "broadcaster_audio_packets_sent_total",
+            "counter",
+            "Audio RTP packets sent to viewers (one per frame per listening viewer).",
+            [f"broadcaster_audio_packets_sent_total {broadcast.audio_packets_out}"],
+        ),
+        *_family(
             "broadcaster_source_losses_total",
             "counter",
             "Times the source was lost mid-stream.",

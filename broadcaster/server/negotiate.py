@@ -16,7 +16,14 @@ from aiortc.sdp import candidate_from_sdp
 from ..config import Config, IceServer
 from . import rtc_internals
 from .abr_controller import ViewerAbr
-from .audio import AudioTrack, audio_output, offers_audio, opus_preferences
+from .audio import (
+    AudioTrack,
+    audio_output,
+    offers_audio,
+    opus_preferences,
+    wire_bps,
+    wire_bytes,
+)
 from .broadcast import Broadcast
 from .feedback import FeedbackCollector
 from .ice import announce, rtc_configuration
@@ -84,6 +91,10 @@ def attach_abr(session: ViewerSession, sender: RTCRtpSender, config: Config) -> 
     rtc_internals.hook_rtcp(sender, lambda packet: feedback.on_rtcp(packet, current_ntp_time()))
     ladder_bps = [r.bitrate_bps for r in config.ladder]
     session.abr = ViewerAbr(session.switcher, session.output, feedback, ladder_bps, config.abr, now)
+    audio = session.audio_output
+    if audio is not None:
+        session.abr.audio_bps = wire_bps(config.audio.bitrate)
+        session.abr.audio_bytes = lambda: wire_bytes(audio)
 
 
 def add_audio(session: ViewerSession, config: Config) -> RTCRtpSender:

@@ -189,6 +189,7 @@ class WorkerPool:
             b.frames_out[i] = sum(s["frames_out"][i] for s in states)
             b.bytes_out[i] = sum(s["bytes_out"][i] for s in states)
         b.packets_out = sum(s["packets_out"] for s in states)
+        b.audio_packets_out = sum(s.get("audio_packets_out", 0) for s in states)
         b.switches.clear()
         for s in states:
             b.switches.update(s["switches"])

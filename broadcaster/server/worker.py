@@ -158,5 +158,6 @@ class Worker:
             "frames_out": list(b.frames_out),
             "bytes_out": list(b.bytes_out),
             "packets_out": b.packets_out,
+            "audio_packets_out": b.audio_packets_out,
             "switches": dict(b.switches),
         }

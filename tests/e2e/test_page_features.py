@@ -167,7 +167,9 @@ async def test_stats_overlay_shows_live_numbers_and_screenshot(
     assert await page.is_visible("#stats")
 
     async def overlay() -> dict[str, str]:
-        names = ("resolution", "fps", "bitrate", "rung", "latency", "rtt", "loss", "freezes")
+        names = (
+            "resolution", "fps", "bitrate", "rung", "latency", "rtt", "loss", "freezes", "audio"
+        )  # fmt: skip
         return {n: await page.inner_text(f"#stat-{n}") for n in names}
 
     def filled(o: dict[str, str]) -> bool:
@@ -181,6 +183,9 @@ async def test_stats_overlay_shows_live_numbers_and_screenshot(
     assert shown["loss"].endswith("%") and float(shown["loss"].split()[0]) >= 0
     assert shown["freezes"].isdigit()
     assert shown["latency"].endswith("ms") and float(shown["latency"].split()[0]) > 0
+    # The test tone: Opus at about its configured 64 kbit/s (plus RTP overhead).
+    codec, rate, _level = shown["audio"].split(" · ")
+    assert codec == "opus" and rate.endswith("kbit/s") and 30 < float(rate.split()[0]) < 120, shown
 
     stats = await page.evaluate("() => window.player.stats")
     assert stats["kbps"] > 100 and stats["fps"] > 10, stats

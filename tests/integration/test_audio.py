@@ -3,6 +3,7 @@ ICE/DTLS/SRTP, decodes, and carries the test tone's beep once a second."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from fractions import Fraction
 from pathlib import Path
@@ -57,6 +58,12 @@ async def test_viewer_decodes_the_tone_with_a_beep_every_second(
         pcm = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0]
         chunks.append(pcm)
         timestamps.append(frame.pts)
+    async with http.get(service.url + "healthz") as resp:
+        assert (await resp.json())["audio"] == "live"
+    async with http.get(service.url + "metrics") as resp:
+        metrics = await resp.text()
+    sent = re.search(r"^broadcaster_audio_packets_sent_total (\d+)$", metrics, re.M)
+    assert sent is not None and int(sent.group(1)) >= len(timestamps)
     await viewer.close(http)
     # One Opus frame per 20 ms, with no gaps: consecutive RTP timestamps.
     steps = np.diff(timestamps)
@@ -102,6 +109,8 @@ async def test_broadcast_without_sound_answers_audio_inactive(
         answer = viewer.pc.remoteDescription.sdp
         frame = await viewer.frame(timeout=15)  # video plays as ever
         assert frame.width == 1280
+        async with http.get(svc.url + "healthz") as resp:
+            assert (await resp.json())["audio"] == "off"
         await viewer.close(http)
     audio = answer[answer.index("m=audio") :]
     assert "a=inactive" in audio.split("m=video")[0]
