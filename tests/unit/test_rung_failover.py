@@ -125,7 +125,7 @@ async def test_broadcast_takes_a_failed_rung_out_and_moves_its_viewers() -> None
 
 def test_broadcast_follows_the_source_state() -> None:
     broadcast, _ = _broadcast()
-    assert broadcast.health_fields() == {"source": "live", "rungs_down": []}
+    assert broadcast.health_fields() == {"source": "live", "rungs_down": [], "audio": "off"}
     broadcast.on_message(SourceStatus("lost", "camera 0: read failed", 0.5))
     broadcast.on_message(SourceStatus("lost", "camera 0: cannot open", 1.0))
     assert broadcast.source_state == "lost" and broadcast.source_retry_in == 1.0
@@ -133,6 +133,7 @@ def test_broadcast_follows_the_source_state() -> None:
         "source": "lost",
         "rungs_down": [],
         "source_error": "camera 0: cannot open",
+        "audio": "off",
     }
     text = metrics.render(broadcast, 0)
     assert "broadcaster_source_live 0" in text
@@ -180,3 +181,15 @@ def test_abr_never_chooses_a_dead_rung() -> None:
     assert MID not in targets
     assert targets[-1] == LOW
     assert abr.last is not None and abr.last.target == LOW
+
+
+def test_health_says_whether_sound_is_arriving() -> None:
+    from broadcaster.bus.packet import AudioFrame
+
+    broadcast = Broadcast(DEFAULT_LADDER, Requests(), audio=True)
+    assert broadcast.health_fields()["audio"] == "silent"  # configured, nothing yet
+    broadcast.on_message(AudioFrame(960, b"\xfc"))
+    assert broadcast.health_fields()["audio"] == "live"
+    assert broadcast.audio_frames == 1
+    broadcast.last_audio_at = (broadcast.last_audio_at or 0) - 2.0
+    assert broadcast.health_fields()["audio"] == "silent"  # e.g. the microphone went away
