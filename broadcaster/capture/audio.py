@@ -279,6 +279,57 @@ class AudioPump:
             self._thread.join(timeout=1.0)
 
 
+class AudioCapture:
+    """The capture process's sound: the pump (with its pipeline and encoder) and the
+    device it owns, if any. ``close`` is idempotent and releases both."""
+
+    def __init__(self, pump: AudioPump, device: PcmSource | None) -> None:
+        self._pump = pump
+        self._device = device
+        self._closed = False
+
+    def start(self) -> None:
+        self._pump.start()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pump.close()
+        if self._device is not None:
+            self._device.close()
+
+
+def open_audio(
+    audio: AudioConfig,
+    kind: str,
+    marks: SyncMarks,
+    origin: float,
+    file_audio: Callable[[], PcmSource | None],
+    publish: Callable[[CaptureMessage], object],
+) -> AudioCapture | None:
+    """The sound for ``kind`` (resolve_kind), or None for none / an absent microphone
+    that was only asked for by "auto". Raises SourceError for one asked for by name."""
+    device: PcmSource | None = None
+    if kind == "none":
+        return None
+    if kind == "tone":
+        device = ToneSource(marks, origin, audio.channels)
+    elif kind == "mic":
+        try:
+            device = open_device(audio)
+        except SourceError as exc:
+            if audio.source != "auto":
+                raise
+            logger.warning("no microphone (%s); going live without sound", exc)
+            return None
+    owned = device
+    source = (lambda: owned) if owned is not None else file_audio
+    encoder = OpusEncoder(audio.channels, audio.bitrate)
+    pipeline = AudioPipeline(source, encoder, publish, origin)
+    return AudioCapture(AudioPump(pipeline, origin), device)
+
+
 def resolve_kind(audio: AudioConfig, source_spec: str) -> str:
     """tone | file | mic | none, with "auto" decided by the video source."""
     kind = audio.source.partition(":")[0]

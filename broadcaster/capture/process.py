@@ -20,7 +20,6 @@ import logging
 import multiprocessing
 import signal
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -40,9 +39,8 @@ from ..encode.clock import PtsClock
 from ..encode.encoder import RungEncoder
 from ..encode.keyframes import KeyframeScheduler
 from ..encode.ladder import LadderScaler
-from .audio import AudioPipeline, AudioPump, OpusEncoder, ToneSource, open_device, resolve_kind
+from .audio import open_audio, resolve_kind
 from .faults import EncoderFaultHook, encoder_fault_from_env
-from .pcm import PcmSource
 from .reconnect import ReconnectingSource
 from .sources import SourceError, open_source
 from .syncmarks import SyncMarks, draw_flash
@@ -128,45 +126,22 @@ class CaptureLoop:
         # period apart, which lets its tone know in advance where each flash starts.
         self.show_marks = self.synthetic = source_spec.strip().lower() == "test"
         self.origin = time.monotonic()
-        self.audio = self._open_audio(config, source_spec)
-
-    def _open_audio(self, config: Config, source_spec: str) -> AudioPipeline | None:
-        kind = self.audio_kind
-        pcm: Callable[[], PcmSource | None]
-        if kind == "none":
-            return None
-        if kind == "tone":
-            tone = ToneSource(self.marks, self.origin, config.audio.channels)
-            self._audio_device: PcmSource | None = tone
-            pcm = lambda: tone  # noqa: E731
-        elif kind == "file":
-            if not source_spec.strip().lower().startswith("file:"):
-                raise SourceError("audio source 'file' needs a file: video source")
-            pcm = lambda: self.source.audio  # noqa: E731
-        else:
-            try:
-                device = open_device(config.audio)
-            except SourceError as exc:
-                if config.audio.source != "auto":
-                    raise
-                logger.warning("no microphone (%s); going live without sound", exc)
-                return None
-            self._audio_device = device
-            pcm = lambda: device  # noqa: E731
-        encoder = OpusEncoder(config.audio.channels, config.audio.bitrate)
-        pipeline = AudioPipeline(pcm, encoder, self.link.publish, self.origin)
-        self._audio_pump = AudioPump(pipeline, self.origin)
-        return pipeline
+        if self.audio_kind == "file" and not source_spec.strip().lower().startswith("file:"):
+            raise SourceError("audio source 'file' needs a file: video source")
+        self.audio = open_audio(
+            config.audio,
+            self.audio_kind,
+            self.marks,
+            self.origin,
+            lambda: self.source.audio,
+            link.publish,
+        )
 
     def close(self) -> None:
-        pump = getattr(self, "_audio_pump", None)
-        if pump is not None:
-            pump.close()
+        if self.audio is not None:
+            self.audio.close()
         self.pool.shutdown(wait=True)
         self.source.close()
-        device = getattr(self, "_audio_device", None)
-        if device is not None:
-            device.close()
         for e in self.encoders:
             e.close()
 
@@ -234,9 +209,8 @@ class CaptureLoop:
 
     def run(self) -> None:
         clock = PtsClock(self.origin)
-        pump = getattr(self, "_audio_pump", None)
-        if pump is not None:
-            pump.start()
+        if self.audio is not None:
+            self.audio.start()
         stats = _Stats(started=time.monotonic(), rungs=[_RungCounters() for _ in self.ladder])
         deadline = time.monotonic()
         index = 0

@@ -60,6 +60,27 @@ def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "none.mp4" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("audio", "message"),
+    [
+        ("mic:lavfi:no_such_filter=1", "error: audio device lavfi:no_such_filter=1: cannot open"),
+        ("file", "error: audio source 'file' needs a file: video source"),
+    ],
+)
+def test_sound_that_cannot_be_had_is_a_clear_error(audio: str, message: str) -> None:
+    # Asked for by name, a missing sound is fatal (with "auto" a camera without a
+    # microphone just goes live silent).
+    proc = subprocess.run(
+        [*CMD, "serve", "--port", "0", "--quiet", "--audio", audio],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_file_source_streams_and_loops(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "clip.mp4", seconds=1.0)
     proc, url = start_serve("--source", f"file:{clip}")
