@@ -105,6 +105,8 @@ VIEWERS_PER_WORKER = 50  # viewers per receiver process (2 cores: more processes
 # Receivers yield the CPU to the server under test (and its capture) when the machine is
 # saturated: the load generator should not make the server look slow.
 RECEIVER_NICE = 10
+# --audio: every viewer also takes the sound (set once from the command line).
+RECEIVERS_WANT_AUDIO = False
 DESIGNS = ("ours", "stock", "naive")
 COLOURS = {"ours": "tab:blue", "stock": "tab:orange", "naive": "tab:red"}
 LOG_NAMES = [f"fanout-{d}-server.log" for d in DESIGNS] + ["fanout-receivers.log"]
@@ -518,6 +520,8 @@ class ReceiverPool:
         for n in split(count, VIEWERS_PER_WORKER):
             argv = [sys.executable, script, "--url", url, "--count", str(n)]
             argv += ["--nice", str(RECEIVER_NICE)]
+            if RECEIVERS_WANT_AUDIO:
+                argv.append("--audio")
             if rung:
                 argv += ["--rung", rung]
             proc = await spawn(
@@ -1187,6 +1191,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--naive-bitrate", type=int, default=800, help="kbit/s of each naive encoder")
     p.add_argument(
+        "--audio",
+        action="store_true",
+        help="viewers also take the test tone (Opus, 50 packets/s): what sound adds per viewer",
+    )
+    p.add_argument(
         "--designs",
         type=lambda s: [d for d in s.split(",") if d],
         default=list(DESIGNS),
@@ -1232,7 +1241,9 @@ def last_resort_cleanup() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global RECEIVERS_WANT_AUDIO
     args = parse_args(argv)
+    RECEIVERS_WANT_AUDIO = args.audio
     OUT.mkdir(exist_ok=True)
     for name in LOG_NAMES:
         (OUT / name).unlink(missing_ok=True)

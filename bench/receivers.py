@@ -48,6 +48,11 @@ LAYER_REL = 'rel="urn:ietf:params:whep:ext:core:layer"'
 CONNECT_CONCURRENCY = 8
 
 
+# Offer an audio m-line too (--audio): its packets cost the server and arrive here, but
+# only the video receiver's are counted (audio payload types are not its codecs).
+WITH_AUDIO = False
+
+
 # ---------------------------------------------------------------- aiortc hooks (private names)
 
 
@@ -203,6 +208,8 @@ def _count_only() -> None:
 def attach(pc: RTCPeerConnection) -> None:
     """Route a connected viewer's SRTP to the fast path (see ``_count_only``)."""
     for receiver in pc.getReceivers():
+        if receiver.track is None or receiver.track.kind != "video":
+            continue  # one BUNDLE transport: its packets go to the video receiver's counts
         dtls = receiver.transport
         counts = COUNTS.get(receiver)
         if counts is not None and dtls._rx_srtp is not None:
@@ -247,6 +254,8 @@ class Viewer:
                 )
 
         self.pc.addTransceiver("video", direction="recvonly")
+        if WITH_AUDIO:
+            self.pc.addTransceiver("audio", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with http.post(
             self.base_url + "whep",
@@ -370,10 +379,15 @@ def main() -> None:
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--rung", default="", help="pin every viewer to this rung (WHEP layer)")
     p.add_argument("--nice", type=int, default=0, help="lower this process's CPU priority")
+    p.add_argument(
+        "--audio", action="store_true", help="viewers ask for audio too (counted: video only)"
+    )
     args = p.parse_args()
     os.nice(args.nice)
     _count_only()
     _loopback_only()
+    global WITH_AUDIO
+    WITH_AUDIO = args.audio
     asyncio.run(run(args.url, args.count, args.rung or None))
 
 
