@@ -345,9 +345,9 @@ def _check_video(v: VideoConfig) -> None:
 
 def _check_audio(a: AudioConfig, source_key: str) -> None:
     kind, _, rest = a.source.partition(":")
+    fmt, _, device = rest.partition(":")
     simple = kind in ("auto", "none", "tone", "file", "mic") and not rest
-    device = kind == "mic" and rest.partition(":")[0] and rest.partition(":")[2]
-    if not (simple or device):
+    if not (simple or (kind == "mic" and fmt and device)):
         raise ConfigError(f"{source_key}: must be {AUDIO_SOURCE_FORMS}, got {a.source!r}")
     if not 6 <= a.bitrate <= 510:
         raise ConfigError(f"audio.bitrate: must be 6-510 kbit/s (Opus), got {a.bitrate}")

@@ -124,7 +124,7 @@ class CaptureLoop:
         self.marks = SyncMarks(round(CLOCK_RATE / top.fps))
         # The test pattern is synthetic: its frames are "taken" on schedule, exactly one
         # period apart, which lets its tone know in advance where each flash starts.
-        self.show_marks = self.synthetic = source_spec.strip().lower() == "test"
+        self.synthetic = source_spec.strip().lower() == "test"
         self.origin = time.monotonic()
         if self.audio_kind == "file" and not source_spec.strip().lower().startswith("file:"):
             raise SourceError("audio source 'file' needs a file: video source")
@@ -181,7 +181,7 @@ class CaptureLoop:
         pts = clock.pts(taken)
         wall = time.time() - (now - taken)
         flash = self.marks.on_frame(pts)
-        if self.show_marks:
+        if self.synthetic:
             draw_flash(image, flash)
         active = [
             i for i in range(len(self.ladder)) if self.live[i] and index % self.stride[i] == 0

@@ -17,7 +17,7 @@ import logging
 import random
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aioice.ice
@@ -328,12 +328,9 @@ GSO = _gso_supported()
 
 
 def gso_groups(sizes: list[int]) -> list[tuple[int, int]]:
-    """[start, end) runs that one GSO send can carry: equal sizes, the last maybe shorter."""
+    """[start, end) runs that one GSO send can carry: equal sizes, the last maybe shorter.
+    (DirectTransport.send spots the usual one-run frame itself, without this list.)"""
     n = len(sizes)
-    if 1 < n <= GSO_MAX_SEGMENTS and sizes[-1] <= sizes[0] and sum(sizes) <= GSO_MAX_BYTES:
-        head = sizes[0]
-        if all(x == head for x in sizes[:-1]):  # the usual frame: one run
-            return [(0, n)]
     groups = []
     i = 0
     while i < n:
@@ -434,14 +431,16 @@ class DirectTransport:
             self.syscalls += n
             return
         size = len(datagrams[0])
-        groups: tuple[tuple[int, int], ...]
-        if n <= GSO_MAX_SEGMENTS and size * n <= GSO_MAX_BYTES and len(datagrams[-1]) <= size:
-            if all(len(d) == size for d in datagrams[1:-1]):
-                groups = ((0, n),)  # the usual frame: one run
-            else:
-                groups = tuple(gso_groups([len(d) for d in datagrams]))
+        groups: Sequence[tuple[int, int]]
+        if (
+            n <= GSO_MAX_SEGMENTS
+            and size * n <= GSO_MAX_BYTES
+            and len(datagrams[-1]) <= size
+            and all(len(d) == size for d in datagrams[1:-1])
+        ):
+            groups = ((0, n),)  # the usual frame: one run
         else:
-            groups = tuple(gso_groups([len(d) for d in datagrams]))
+            groups = gso_groups([len(d) for d in datagrams])
         for start, end in groups:
             self.syscalls += 1
             try:

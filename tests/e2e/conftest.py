@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from chromium import CHROMIUM, QUIET_ARGS, require_chromium
+from serve_process import running_service
 
 from broadcaster.config import load_config
 from broadcaster.server import whep
@@ -104,13 +105,8 @@ def whep_deletes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
 @pytest_asyncio.fixture
 async def service(whep_deletes: list[tuple[str, int]]) -> AsyncIterator[Service]:
     cfg = load_config().with_server(port=0)  # default ladder 720p/360p/180p, free port
-    svc = Service(cfg, "test")
-    try:
-        await svc.start()
-        await svc.wait_healthy()
+    async with running_service(cfg) as svc:
         yield svc
-    finally:
-        await svc.close()
 
 
 @pytest_asyncio.fixture

@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from media import write_clip
+from serve_process import running_service
 from whep_client import WhepViewer
 
 from broadcaster.capture.faults import ENV_ENCODER_FAULT
@@ -45,15 +46,8 @@ LADDER = [
 SIZES = {(640, 360), (480, 270), (320, 180)}
 
 
-@contextlib.asynccontextmanager
-async def running(source: str) -> AsyncIterator[Service]:
-    svc = Service(parse_config({"ladder": LADDER}).with_server(port=0), source)
-    try:
-        await svc.start()
-        await svc.wait_healthy()
-        yield svc
-    finally:
-        await svc.close()
+def running(source: str) -> contextlib.AbstractAsyncContextManager[Service]:
+    return running_service(parse_config({"ladder": LADDER}).with_server(port=0), source)
 
 
 @dataclass
