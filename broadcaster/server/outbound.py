@@ -65,6 +65,19 @@ def stream_params(
     )
 
 
+def rtp_time_at(ntp: int, timestamp: int, wall: float, clock_rate: int) -> int:
+    """The RTP time of the instant ``ntp`` (NTP format), for a stream whose packet stamped
+    ``timestamp`` was captured at ``wall`` (Unix seconds; 0: unknown, stays as is).
+
+    Sender reports pair a send time with the RTP time of that same instant, not with the
+    capture time of the last frame: audio and video then map onto one timeline whatever
+    their pipeline delays, which is what the browser lines them up by."""
+    if not wall:
+        return timestamp
+    ahead = round((ntp * NTP_SECOND - NTP_UNIX_OFFSET - wall) * clock_rate)
+    return (timestamp + ahead) & 0xFFFFFFFF
+
+
 class ParkedTrack(MediaStreamTrack):
     """The track aiortc's sender is given on the fast path: it never yields a frame, so
     aiortc's own send loop waits in ``recv`` until the track stops (the media goes out
@@ -136,13 +149,7 @@ class ViewerOutput:
             self.send_errors += 1
             return 0
         assert stream.last_timestamp is not None
-        # The report pairs the send time with the RTP time of that same instant (not of
-        # the frame's capture): audio and video then map to one timeline whatever their
-        # pipeline delays, and the browser lines them up.
-        ahead = round((ntp * NTP_SECOND - NTP_UNIX_OFFSET - frame.wall) * self._clock_rate)
-        timestamp = (
-            (stream.last_timestamp + ahead) & 0xFFFFFFFF if frame.wall else stream.last_timestamp
-        )
+        timestamp = rtp_time_at(ntp, stream.last_timestamp, frame.wall, self._clock_rate)
         rtc_internals.record_sent(self._sender, ntp, timestamp, stream.packets, stream.octets)
         return sent
 

@@ -32,8 +32,10 @@ import json
 import statistics
 from typing import Any
 
+from serve_process import running_service
 from test_viewer_page import OUT_DIR, open_playing, wait_for
 
+from broadcaster.config import load_config
 from broadcaster.server.service import Service
 
 SYNC_BUDGET_MS = 80.0
@@ -189,3 +191,28 @@ async def test_page_plays_sound_in_sync_with_the_flash(
     # ...and the sound plays with the picture: as measured, and as Chromium sees it.
     assert median is not None and abs(median) <= SYNC_BUDGET_MS, report
     assert chromium_skew is not None and abs(chromium_skew) <= SYNC_BUDGET_MS, report
+
+
+async def test_page_without_sound_offers_nothing_to_unmute(
+    browser: Any, console: list[str]
+) -> None:
+    config = load_config().with_server(port=0).with_audio("none")
+    async with running_service(config) as silent:
+        context = await browser.new_context(viewport={"width": 1296, "height": 860})
+        try:
+            page = await context.new_page()
+            await open_playing(page, silent, console)
+            assert await page.evaluate("() => window.player.hasAudio") is False
+            assert await page.is_hidden("#unmute")
+            assert await page.is_disabled("#mute")
+            assert await page.get_attribute("#mute", "title") == "this stream has no sound"
+            await page.click("#stats-toggle")
+            await wait_for(
+                lambda: page.inner_text("#stat-resolution"),
+                lambda text: text != "–",
+                timeout=8,
+                what="stats filled",
+            )
+            assert await page.inner_text("#stat-audio") == "none"
+        finally:
+            await context.close()

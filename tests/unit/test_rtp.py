@@ -106,6 +106,19 @@ def test_stream_numbers_packets_and_keeps_one_picture_id_sequence() -> None:
     assert stream.packets == 5 and stream.octets == sum(len(p.payload) for p in packets)
 
 
+def test_opus_marks_only_the_streams_first_packet() -> None:
+    # RFC 7587: the marker is the start of a talkspurt, not the end of a frame.
+    out: list[bytes] = []
+    params = StreamParams(ssrc=3333, payload_type=111, codec="opus", mid="1", mid_ext=4)
+    stream = RtpStream(params, out.extend, random.Random(2))
+    for i in range(4):
+        stream.send_frame(SharedFrame(-1, i * 960, True, (b"\xfc" * 80,), 80), ntp=1 << 32)
+    packets = [RtpPacket.parse(p, ext_map(4, None)) for p in out]
+    assert [p.marker for p in packets] == [1, 0, 0, 0]
+    assert [p.timestamp - packets[0].timestamp for p in packets] == [0, 960, 1920, 2880]
+    assert all(p.payload == b"\xfc" * 80 for p in packets)  # no descriptor: Opus as is
+
+
 def test_retransmission_is_rtx_of_the_original() -> None:
     out: list[bytes] = []
     stream = RtpStream(PARAMS, out.extend, random.Random(2))
